@@ -1,0 +1,26 @@
+# Caduceus variant-effect prediction: variants -> windows -> embeddings -> SVM evaluation -> report.
+# Run from the repository root:  snakemake --cores 2   (demo)   |   snakemake --profile gpu --configfile config/paper.yaml
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/fetch.smk"
+include: "rules/variants.smk"
+include: "rules/windows.smk"
+include: "rules/embed.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        REPORT_OUTPUTS,
+    default_target: True

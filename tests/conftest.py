@@ -1,0 +1,34 @@
+"""Shared fixtures: small genomes and tables written into tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_fasta(path: Path, contigs: dict[str, str]) -> Path:
+    with open(path, "w") as handle:
+        for name, seq in contigs.items():
+            handle.write(f">{name}\n")
+            for i in range(0, len(seq), 50):
+                handle.write(seq[i:i + 50] + "\n")
+    return path
+
+
+@pytest.fixture
+def small_genome(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Two random contigs (chr1 5 kb, chr2 3 kb) with a lowercase stretch and an N run on chr2."""
+    rng = np.random.default_rng(7)
+    chr1 = "".join(rng.choice(list("ACGT"), 5_000))
+    chr2 = list("".join(rng.choice(list("ACGT"), 3_000)))
+    chr2[1_000:1_030] = "N" * 30
+    chr2 = "".join(chr2)
+    contigs = {"chr1": chr1[:2_000] + chr1[2_000:2_100].lower() + chr1[2_100:], "chr2": chr2}
+    return write_fasta(tmp_path / "genome.fa", contigs), {"chr1": chr1, "chr2": chr2}
+
+
+EQTL_HEADER = "CHROM,POS,SNP,REF,ALT,label,split,tissue,distance_to_nearest_TSS"

@@ -1,0 +1,54 @@
+"""The conda environment, pyproject.toml and the repository layout agree."""
+
+import re
+import tomllib
+
+import yaml
+
+from conftest import REPO
+
+# conda-forge names of the same packages
+CONDA_TO_PYPI = {"pytorch": "torch", "snakemake-minimal": "snakemake", "matplotlib-base": "matplotlib", "huggingface_hub": "huggingface-hub"}
+SPEC = re.compile(r"^([A-Za-z0-9_.\-]+)\s*(.*)$")
+
+
+def parse(spec: str) -> tuple[str, str]:
+    name, version = SPEC.match(spec.strip()).groups()
+    return name.lower(), version.replace(" ", "")
+
+
+def test_conda_env_matches_pyproject():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    pip_deps = dict(parse(d) for d in pyproject["project"]["dependencies"])
+    env = yaml.safe_load((REPO / "envs/caduceus-vep.yaml").read_text())
+    conda_deps = {}
+    for dep in env["dependencies"]:
+        name, version = parse(dep)
+        if name != "python":
+            conda_deps[CONDA_TO_PYPI.get(name, name)] = version
+    assert conda_deps == pip_deps
+
+
+def test_python_floor_matches():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    env = yaml.safe_load((REPO / "envs/caduceus-vep.yaml").read_text())
+    python = next(d for d in env["dependencies"] if d.startswith("python"))
+    assert parse(python)[1] == pyproject["project"]["requires-python"]
+
+
+def test_torch_spec_accepts_the_cpu_wheel():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    from packaging.requirements import Requirement
+
+    torch = next(Requirement(d) for d in pyproject["project"]["dependencies"] if d.startswith("torch"))
+    assert torch.specifier.contains("2.13.0")
+    assert "torch==2.13.0" in (REPO / "constraints.txt").read_text()
+
+
+def test_every_rule_file_is_included_and_every_script_used():
+    snakefile = (REPO / "Snakefile").read_text()
+    rules = sorted(p.name for p in (REPO / "rules").glob("*.smk"))
+    assert all(f'include: "rules/{r}"' in snakefile for r in rules)
+    rule_text = "".join((REPO / "rules" / r).read_text() for r in rules)
+    scripts = sorted(p.name for p in (REPO / "workflow_scripts").glob("*.py"))
+    assert all(f"../workflow_scripts/{s}" in rule_text for s in scripts)

@@ -1,0 +1,130 @@
+"""End-to-end: the Snakemake workflow on the bundled demo, in a fresh copy of the repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+COPIED = ["Snakefile", "rules", "workflow_scripts", "config", "resources", "profiles", "envs", "caduceus_vep", "gpu", "slurm"]
+BUCKETS = ["0-30kb", "30-100kb", ">100kb"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The files a user's clone has, without results, caches or the virtual environment."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in COPIED:
+        src = REPO / name
+        if src.is_symlink():
+            (dest / name).symlink_to(src.readlink())
+        elif src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+def test_demo_table_has_both_models_three_buckets_and_the_planted_signal(demo_run):
+    table = pd.read_csv(demo_run / "results/demo/tables/vep_auroc.tsv", sep="\t")
+    assert len(table) == 2
+    assert table["model"].str.contains("Caduceus-PS").any() and table["model"].str.contains("Caduceus-Ph").any()
+    means = table[[f"{b} auroc_mean" for b in BUCKETS]]
+    assert means.notna().all().all()
+    assert ((means >= 0) & (means <= 1)).all().all()
+    assert (table[[f"{b} C" for b in BUCKETS]].isin([1, 5, 10])).all().all()
+    # The demo labels follow local GC content (resources/demo/README.md): a working pipeline sees it.
+    assert (means.mean(axis=1) > 0.7).all(), means
+    md = (demo_run / "results/demo/tables/vep_auroc.md").read_text()
+    assert all(b in md for b in BUCKETS) and "±" in md
+    png = (demo_run / "results/demo/figures/vep_auroc.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_demo_accounts_for_every_record_and_records_provenance(demo_run):
+    import json
+
+    out = demo_run / "results/demo"
+    source = pd.read_csv(demo_run / "resources/demo/All_Tissues.csv")
+    variants = pd.read_parquet(out / "variants/variants.parquet")
+    skipped_rows = pd.read_csv(out / "variants/skipped.tsv", sep="\t")
+    assert len(variants) + len(skipped_rows) == len(source)
+    windows = pd.read_parquet(out / "windows/windows.parquet")
+    skipped_windows = pd.read_csv(out / "windows/skipped.tsv", sep="\t")
+    assert len(windows) + len(skipped_windows) == variants["variant_id"].nunique()
+    # The generator puts an N run over the first variant of each chromosome.
+    assert skipped_windows["reason"].str.contains("N \\(threshold").sum() == 4
+    assert (skipped_windows["source"] == "resources/demo/All_Tissues.csv").all()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert len(prov["inputs"]["variants"]["sha256"]) == 64
+    assert set(prov["models"]) == {"caduceus_ps", "caduceus_ph"}
+    assert all(len(m["model"]["weights_sha256"]) == 64 for m in prov["models"].values())
+    assert prov["environment"]["packages"]["torch"]
+    assert prov["config"]["run_name"] == "demo"
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing_and_forced_rerun_is_identical(demo_run):
+    dry = snakemake(demo_run, "--dry-run", "--cores", "2")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    tables = ["tables/vep_auroc.tsv", "tables/vep_auroc.md", "tables/vep_auroc_per_seed.tsv"]
+    before = {t: (demo_run / "results/demo" / t).read_bytes() for t in tables}
+    snakemake(demo_run, "--cores", "2", "--forceall")
+    after = {t: (demo_run / "results/demo" / t).read_bytes() for t in tables}
+    assert before == after
+
+
+def test_lint_is_clean():
+    result = snakemake(REPO, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_gpu_profile_dry_run_from_the_repository_root(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "--profile", "gpu", "--dry-run")
+    text = result.stdout + result.stderr
+    embed_blocks = [block for block in text.split("\nrule ") if block.startswith("embed:")]
+    assert len(embed_blocks) == 2
+    assert all("gpu=1" in block for block in embed_blocks)
+
+
+def test_paper_config_plans_the_downloads(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    result = snakemake(workdir, "--dry-run", "--configfile", "config/paper.yaml")
+    text = result.stdout + result.stderr
+    for rule in ("fetch_variants", "fetch_genome", "prepare_genome", "embed", "report"):
+        assert f"rule {rule}:" in text or f"localrule {rule}:" in text, rule
+    assert "results/paper/tables/vep_auroc.tsv" in text
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    workdir = copy_workflow(tmp_path / "wf")
+    config = (workdir / "config/config.yaml").read_text().replace("context_length: 1536", "context_length: 1537")
+    (workdir / "config/bad.yaml").write_text(config)
+    result = snakemake(workdir, "--dry-run", "--configfile", "config/bad.yaml", check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "context_length" in text and "1537" in text
