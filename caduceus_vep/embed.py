@@ -172,6 +172,9 @@ def run_embedding(
     from caduceus_vep.model import load_caduceus
 
     torch.set_num_threads(settings.threads)
+    # The scan's decay factors underflow into denormal floats, which x86 CPUs process up to ~100x
+    # slower; flushing them to zero changes nothing above 1e-38 and halves the PS demo's time.
+    torch.set_flush_denormal(True)
     device = resolve_device(settings.device)
     windows = pd.read_parquet(windows_path)
     model = load_caduceus(model_spec["path"], revision=model_spec.get("revision"), device=str(device))

@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 
 from caduceus_vep import __version__
 from caduceus_vep.atomic import atomic_path, write_text_atomic
+from caduceus_vep.provenance import sha256_file
 
 __all__ = [
     "ChecksumError",
@@ -110,11 +111,6 @@ class _Restart(Exception):
 
 
 # --------------------------------------------------------------------------- public helpers
-
-
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (genome files do not fit in memory comfortably)."""
-    return _hash_file(Path(path), chunk_size).hexdigest()
 
 
 def write_download_provenance(record: DownloadRecord, path: str | os.PathLike[str]) -> None:

@@ -10,6 +10,17 @@ import torch
 
 from caduceus_vep.model import Caduceus, CaduceusConfig, build_caduceus
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # These models are tiny: thread hand-offs cost more than they save, and on a busy machine
+    # oversubscribed threads make the tests many times slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 RELEASED_PS = {
     "_name_or_path": "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16",
     "architectures": ["CaduceusForMaskedLM"],

@@ -8,17 +8,17 @@ execute code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..atomic import atomic_path
+from ..provenance import sha256_file
 from .caduceus import Caduceus
 from .config import CaduceusConfig
 
@@ -42,14 +42,6 @@ def _tie_groups(model: Caduceus) -> list[list[str]]:
     for name, tensor in model.state_dict(keep_vars=True).items():
         groups.setdefault(id(tensor), []).append(name)
     return list(groups.values())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
@@ -149,7 +141,7 @@ def load_caduceus(
         "revision": resolved_revision,
         "resolved_path": str(folder),
         "weights_file": weights.name,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "config": config.to_dict(),
     }
     return model.to(device=device, dtype=dtype).eval()
