@@ -11,12 +11,17 @@ configfile: "config/config.yaml"
 validate(config, "config/schema/config.schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/fetch.smk"
 include: "rules/variants.smk"
 include: "rules/windows.smk"
 include: "rules/embed.smk"
 include: "rules/evaluate.smk"
+include: "rules/zero_shot.smk"
+include: "rules/score.smk"
 include: "rules/report.smk"
 
 

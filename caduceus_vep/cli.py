@@ -5,6 +5,7 @@
     caduceus-vep embed windows.parquet genome.fa --model PATH_OR_REPO --rc-rule ps --out features.parquet
     caduceus-vep fetch URL DEST [--sha256 HEX]
     caduceus-vep make-demo resources/demo
+    caduceus-vep score my.vcf genome.fa --classifiers results/demo/evaluate/*.sound_models.joblib --out scored
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dest")
     p.add_argument("--sha256")
 
+    p = sub.add_parser("score", help="score a VCF with saved sound-protocol classifiers (+ zero-shot scores)")
+    p.add_argument("vcf")
+    p.add_argument("fasta")
+    p.add_argument("--classifiers", nargs="+", required=True, help="<model>.sound_models.joblib files (with their .json sidecars)")
+    p.add_argument("--out", required=True, help="output prefix: <out>.scores.tsv, .scored.vcf, .skipped.tsv, .auroc.tsv")
+    p.add_argument("--label-info", help="INFO field with 0/1 labels (then AUROCs are reported too)")
+    p.add_argument("--distance-info", help="INFO field with the distance to the nearest TSS (selects the bucket model)")
+    p.add_argument("--tissue", default="NA")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bootstrap", type=int, default=1000)
+
     p = sub.add_parser("make-demo", help="regenerate the bundled demo data")
     p.add_argument("folder", nargs="?", default="resources/demo")
     return parser
@@ -77,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         record = fetch.download(args.source, args.dest, sha256=args.sha256)
         fetch.write_download_provenance(record, args.dest + ".download.json")
         print(record.sha256)
+    elif args.command == "score":
+        outputs = {k: f"{args.out}.{suffix}" for k, suffix in
+                   (("tsv", "scores.tsv"), ("vcf", "scored.vcf"), ("skipped", "skipped.tsv"), ("auroc", "auroc.tsv"))}
+        options = {"label_info": args.label_info, "distance_info": args.distance_info, "tissue": args.tissue}
+        device = {"batch_size": args.batch_size, "device": args.device}
+        stages.score_stage(args.vcf, args.fasta, args.classifiers, options, outputs, f"{args.out}.work",
+                           embed_settings=device, zero_shot_settings=device, threads=args.threads, bootstrap=args.bootstrap)
     elif args.command == "make-demo":
         from caduceus_vep import demo
 

@@ -173,21 +173,59 @@ def tiny_config(rcps: bool) -> dict:
     }
 
 
+def _bad_vcf_records(rows: list[dict], genome: dict[str, str]) -> list[tuple[str, int, str]]:
+    """A handful of records that the custom-VCF path must skip with a reason (or split), placed
+    between the good ones (1,300 bp after a variant: no collision with the 2,600 bp grid)."""
+    anchors = {}
+    for r in rows:
+        anchors.setdefault(r["CHROM"], []).append(r["POS"])
+
+    def site(chrom: str, k: int) -> tuple[int, str]:
+        pos = sorted(set(anchors[chrom]))[k] + 1_300
+        return pos, genome[chrom][pos - 1].upper()
+
+    records = []
+    pos, ref = site("chr1", 3)
+    records.append(("chr1", pos, f"demo_indel\t{ref}\t{ref}T"))
+    pos, ref = site("chr1", 6)
+    alts = [b for b in "ACGT" if b != ref][:2]
+    records.append(("chr1", pos, f"demo_multiallelic\t{ref}\t{','.join(alts)}"))
+    pos, ref = site("chr2", 4)
+    records.append(("chr2", pos, f"demo_spanning_deletion\t{ref}\t*"))
+    pos, ref = site("chr9", 5)
+    records.append(("chr9", pos, f"demo_symbolic\t{ref}\t<DEL>"))
+    pos, ref = site("chr9", 8)
+    nxt = genome["chr9"][pos].upper()
+    records.append(("chr9", pos, f"demo_mnv\t{ref}{nxt}\t{'A' if ref != 'A' else 'C'}{'G' if nxt != 'G' else 'T'}"))
+    pos, ref = site("chr10", 4)
+    wrong = next(b for b in "ACGT" if b != ref)
+    records.append(("chr10", pos, f"demo_ref_mismatch\t{wrong}\t{next(b for b in 'ACGT' if b not in (ref, wrong))}"))
+    records.append(("chrUn_demo", 5_000, "demo_unknown_contig\tA\tC"))
+    return records
+
+
 def write_demo_vcf(rows: list[dict], genome: dict[str, str], path: Path) -> None:
-    """A small VCF of test-chromosome variants with labels in INFO/CAUSAL (custom-VCF path)."""
+    """Every demo SNV once as a VCF (labels in INFO/CAUSAL, distances in INFO/TSSDIST), plus a few
+    bad or tricky records (see :func:`_bad_vcf_records`), sorted: the custom-VCF path's demo."""
     seen, records = set(), []
     for r in rows:
         key = (r["CHROM"], r["POS"])
-        if r["split"] == "test" and key not in seen:
+        if key not in seen:
             seen.add(key)
             info = f"CAUSAL={r['label']};TSSDIST={r['distance_to_nearest_TSS']}"
-            records.append(f"{r['CHROM']}\t{r['POS']}\t{r['SNP']}\t{r['REF']}\t{r['ALT']}\t.\tPASS\t{info}")
+            records.append((r["CHROM"], r["POS"], f"{r['SNP']}\t{r['REF']}\t{r['ALT']}", info))
+    for chrom, pos, body in _bad_vcf_records(rows, genome):
+        records.append((chrom, pos, body, "CAUSAL=0"))  # no TSSDIST: the demo computes it from the GTF
+    order = {name: i for i, name in enumerate([*genome, "chrUn_demo"])}
+    records.sort(key=lambda rec: (order[rec[0]], rec[1]))
     header = ["##fileformat=VCFv4.2"] + [f"##contig=<ID={n},length={len(s)}>" for n, s in genome.items()] + [
+        "##contig=<ID=chrUn_demo,length=10000>",
         '##INFO=<ID=CAUSAL,Number=1,Type=Integer,Description="1 = fine-mapped causal eQTL, 0 = not">',
         '##INFO=<ID=TSSDIST,Number=1,Type=Integer,Description="Distance to the nearest TSS (bp)">',
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
     ]
-    write_text_atomic(path, "\n".join(header + records) + "\n")
+    lines = [f"{chrom}\t{pos}\t{body}\t.\tPASS\t{info}" for chrom, pos, body, info in records]
+    write_text_atomic(path, "\n".join(header + lines) + "\n")
 
 
 def generate(folder: str | Path, seed: int = SEED) -> None:

@@ -29,19 +29,28 @@ SUMMARY_COLUMNS = ["model", "protocol", "bucket", "C", "auroc_mean", "auroc_sd",
 
 @dataclass(frozen=True)
 class Bucket:
-    """A TSS-distance bucket [low, high] in bp; ``high=None`` means unbounded."""
+    """A TSS-distance bucket in bp: [low, high] (paper) or [low, high) (``closed_high=False``, sound).
+
+    ``high=None`` means unbounded.
+    """
 
     name: str
     low: int
     high: int | None
+    closed_high: bool = True
 
     def mask(self, distance: pd.Series) -> pd.Series:
-        """Inclusive on both ends, as in the paper's notebook."""
-        upper = distance <= self.high if self.high is not None else True
+        """Inclusive on both ends by default, as in the paper's notebook (edges land in two buckets)."""
+        if self.high is None:
+            upper = True
+        else:
+            upper = distance <= self.high if self.closed_high else distance < self.high
         return (distance >= self.low) & upper
 
 
 PAPER_BUCKETS = (Bucket("0-30kb", 0, 30_000), Bucket("30-100kb", 30_000, 100_000), Bucket(">100kb", 100_000, None))
+# The sound protocol's half-open buckets: every variant lands in exactly one.
+SOUND_BUCKETS = tuple(Bucket(b.name, b.low, b.high, closed_high=False) for b in PAPER_BUCKETS)
 
 # Which features go into training and testing, per model family: "fwd" = forward-strand
 # features only, "avg" = mean of forward and RC-aligned features.
@@ -52,9 +61,10 @@ RC_RULES: dict[str, tuple[str, str]] = {
 }
 
 
-def buckets_from_config(entries: list[dict]) -> tuple[Bucket, ...]:
+def buckets_from_config(entries: list[dict], closed_high: bool = True) -> tuple[Bucket, ...]:
     """Buckets from config entries ``{name, low, high}`` (high null = unbounded)."""
-    return tuple(Bucket(str(e["name"]), int(e["low"]), None if e.get("high") is None else int(e["high"])) for e in entries)
+    return tuple(Bucket(str(e["name"]), int(e["low"]), None if e.get("high") is None else int(e["high"]), closed_high)
+                 for e in entries)
 
 
 def variant_features(matrices: dict[str, np.ndarray], which: str) -> np.ndarray:

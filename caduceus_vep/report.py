@@ -84,3 +84,124 @@ def bar_chart(wide: pd.DataFrame, bucket_order: list[str], path: str | os.PathLi
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
+
+
+# --- sound protocol, zero-shot scores, published values, ROC curves -------------------------
+
+SOUND_METRICS = ["auroc", "auroc_lo", "auroc_hi", "auprc", "auprc_lo", "auprc_hi"]
+
+
+def sound_table(results: pd.DataFrame, model_labels: dict[str, str], bucket_order: list[str]) -> pd.DataFrame:
+    """Wide table for sound-protocol and zero-shot rows: per bucket AUROC/AUPRC with 95 % CI, C, gamma, n."""
+    rows = []
+    for (model, protocol), group in results.groupby(["model", "protocol"], sort=False):
+        by_bucket = group.set_index("bucket")
+        row: dict[str, object] = {"model": model_labels.get(model, model), "protocol": protocol}
+        for bucket in bucket_order:
+            r = by_bucket.loc[bucket] if bucket in by_bucket.index else pd.Series(dtype=object)
+            for metric in SOUND_METRICS:
+                row[f"{bucket} {metric}"] = round(float(r.get(metric, float("nan"))), 6)
+            row[f"{bucket} C"] = float(r.get("C", float("nan")))
+            row[f"{bucket} gamma_factor"] = float(r.get("gamma_factor", float("nan")))
+            row[f"{bucket} n_test"] = r.get("n_test", float("nan"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_ci(value: float, lo: float, hi: float, extra: str = "") -> str:
+    """``0.712 [0.650, 0.770]`` (+ `` (C=1, γ=1×scale)``); ``n/a`` where undefined."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    ci = f" [{lo:.3f}, {hi:.3f}]" if not math.isnan(lo) else ""
+    return f"{value:.3f}{ci}{extra}"
+
+
+def sound_markdown(wide: pd.DataFrame, bucket_order: list[str], metric: str) -> str:
+    """Markdown rows ``value [95 % CI]`` for one metric (auroc or auprc) of the sound/zero-shot table."""
+    lines = ["| model | protocol | " + " | ".join(bucket_order) + " |", "|---|---|" + "---|" * len(bucket_order)]
+    for _, r in wide.iterrows():
+        cells = []
+        for b in bucket_order:
+            C, g = r[f"{b} C"], r[f"{b} gamma_factor"]
+            extra = f" (C={C:g}, γ={g:g}×scale)" if metric == "auroc" and not math.isnan(C) else ""
+            cells.append(format_ci(r[f"{b} {metric}"], r[f"{b} {metric}_lo"], r[f"{b} {metric}_hi"], extra))
+        lines.append(f"| {r['model']} | {r['protocol']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_reference_values(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The bundled published values (``resources/reference_values.tsv``), all approximate."""
+    return pd.read_csv(path, sep="\t", dtype={"bucket": str, "auroc": float})
+
+
+def reference_comparison(paper_wide: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Each published value beside our paper-protocol value for the same bucket (NaN where none)."""
+    records = []
+    for _, ref in reference.iterrows():
+        for _, ours in paper_wide.iterrows():
+            column = f"{ref['bucket']} auroc_mean"
+            records.append({"bucket": ref["bucket"], "reference_model": ref["model"], "reference_protocol": ref["protocol"],
+                            "reference_auroc": ref["auroc"], "approximate": ref["approximate"], "source": ref["source"],
+                            "our_model": ours["model"], "our_protocol": ours["protocol"],
+                            "our_auroc_mean": ours[column] if column in ours.index and ref["protocol"] == "paper" else float("nan"),
+                            "our_auroc_sd": ours[column.replace("mean", "sd")] if column in ours.index and ref["protocol"] == "paper" else float("nan")})
+    return pd.DataFrame(records)
+
+
+def reference_markdown(comparison: pd.DataFrame) -> str:
+    """Published values (approximate) and ours, one line per published value."""
+    lines = ["| bucket | published (approximate) | value | source | ours (paper protocol) |", "|---|---|---|---|---|"]
+    for (bucket, model, value, source), group in comparison.groupby(["bucket", "reference_model", "reference_auroc", "source"], sort=False):
+        ours = "; ".join(f"{r.our_model}: {r.our_auroc_mean:.3f} ± {r.our_auroc_sd:.3f}" for r in group.itertuples()
+                         if not math.isnan(r.our_auroc_mean)) or "not comparable (different protocol)"
+        lines.append(f"| {bucket} | {model} | ~{value:.3f} | {source} | {ours} |")
+    return "\n".join(lines) + "\n"
+
+
+def full_markdown(title: str, paper_wide: pd.DataFrame, paper_buckets: list[str], sound_wide: pd.DataFrame,
+                  sound_buckets: list[str], comparison: pd.DataFrame, sound_settings: dict) -> str:
+    """The report's Markdown: paper table first (the existing layout), then sound/zero-shot, then published values."""
+    text = markdown_table(paper_wide, paper_buckets, title)
+    text += ("\n## Sound protocol and zero-shot scores (AUROC, 95 % bootstrap CI)\n\n"
+             "Half-open buckets [0, 30 kb), [30 kb, 100 kb), [100 kb, ∞); scores from `decision_function`; "
+             f"C and γ chosen by {sound_settings.get('cv_folds')}-fold chromosome-grouped CV on the training split; "
+             f"at most {sound_settings.get('max_train_rows')} training rows per bucket; "
+             f"{sound_settings.get('bootstrap')} bootstrap resamples of the test rows. Zero-shot rows need no training: "
+             "score = -LLR (MLM log-likelihood ratio), or the L2 / cosine distance of the pooled ref/alt embeddings.\n\n")
+    text += sound_markdown(sound_wide, sound_buckets, "auroc") if len(sound_wide) else "(no sound or zero-shot results)\n"
+    if len(sound_wide):
+        text += "\n### AUPRC (95 % bootstrap CI)\n\n" + sound_markdown(sound_wide, sound_buckets, "auprc")
+    text += "\n## Published values (approximate, from the protocol reference section 5)\n\n" + reference_markdown(comparison)
+    return text
+
+
+def roc_figure(test_scores: pd.DataFrame, model_labels: dict[str, str], bucket_order: list[str],
+               path: str | os.PathLike[str], title: str) -> None:
+    """ROC curves of the sound protocol's decision scores, one panel per bucket, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    from caduceus_vep.metrics import auroc
+
+    fig, axes = plt.subplots(1, max(len(bucket_order), 1), figsize=(4 * max(len(bucket_order), 1), 4), dpi=110, squeeze=False)
+    for ax, bucket in zip(axes[0], bucket_order):
+        part = test_scores[test_scores["bucket"] == bucket]
+        for model, group in part.groupby("model", sort=False):
+            y, s = group["label"].to_numpy(), group["score"].to_numpy()
+            if len(set(y)) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y, s)
+            ax.plot(fpr, tpr, label=f"{model_labels.get(model, model)} ({auroc(y, s):.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+        ax.set_title(bucket)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(fig)

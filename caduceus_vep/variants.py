@@ -1,17 +1,32 @@
-"""Read variants (the benchmark's ``All_Tissues.csv`` table or a VCF) into one normalised table.
+"""Read variants into one normalised table: the benchmark's ``All_Tissues.csv``, a user's table
+(TSV/CSV/parquet with ``chrom,pos,ref,alt``), or a VCF / VCF.gz / BCF.
 
-Output: one row per (variant, tissue) with a stable ``variant_id = chrom:pos:ref:alt``. Records
-that cannot be scored are never dropped silently: they go to a skipped-records table with the
-input file, line (or record number) and a reason.
+Output: one row per (variant, tissue) with a stable ``variant_id = chrom:pos:ref:alt`` and the
+user's own id in ``snp``. Nothing is dropped silently: a record that cannot be scored goes to a
+skipped-records table with the input file, line and reason; a file that cannot be read as a whole
+raises :class:`VariantInputError` naming the file and line. Files are read in chunks, so memory
+grows with the kept variants, not with the raw text (or a VCF's sample columns).
+
+Every reader produces "raw" chunks of strings with the columns of :data:`RAW_COLUMNS` (``''`` =
+not given) plus ``line``; :func:`_normalise` turns them into variants and skips the same way for
+every format.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from caduceus_vep.genome import contig_key
 
 EQTL_COLUMNS = ["CHROM", "POS", "SNP", "REF", "ALT", "label", "split", "tissue", "distance_to_nearest_TSS"]
 NORMALISED_COLUMNS = [
@@ -19,8 +34,16 @@ NORMALISED_COLUMNS = [
     "distance_to_nearest_TSS", "source_line",
 ]
 SKIPPED_COLUMNS = ["source", "line", "chrom", "pos", "ref", "alt", "reason"]
+RAW_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "label", "split", "tissue", "distance"]
+TABLE_REQUIRED = ["chrom", "pos", "ref", "alt"]
+# Column names accepted in a user's table (case-insensitive) -> raw column.
+TABLE_ALIASES = {"chrom": "chrom", "chr": "chrom", "#chrom": "chrom", "pos": "pos", "ref": "ref", "alt": "alt",
+                 "id": "id", "snp": "id", "tissue": "tissue", "split": "split", "distance_to_nearest_tss": "distance"}
 BASES = frozenset("ACGT")
 SPLITS = frozenset({"train", "test"})
+MISSING = frozenset({"", "."})
+CHUNK_ROWS = 200_000
+_PARSER_LINE = re.compile(r"line (\d+)")
 
 
 class VariantInputError(ValueError):
@@ -29,12 +52,33 @@ class VariantInputError(ValueError):
 
 @dataclass
 class VariantTable:
-    """Normalised variants plus the records that were skipped, with reasons."""
+    """Normalised variants plus the records that were skipped, with reasons.
+
+    ``n_input_records`` counts data lines (VCF records, table rows); ``n_input_alleles`` counts them
+    after multi-allelic records are split, so ``len(variants) + len(skipped) == n_input_alleles``.
+    """
 
     variants: pd.DataFrame
     skipped: pd.DataFrame
     n_input_records: int
     notes: list[str] = field(default_factory=list)
+    n_input_alleles: int = -1
+
+    def __post_init__(self) -> None:
+        if self.n_input_alleles < 0:
+            self.n_input_alleles = self.n_input_records
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read labels, tissues, splits and TSS distances that the file itself may not carry."""
+
+    label_info: str | None = None        # VCF INFO field with 0/1 labels
+    distance_info: str | None = None     # VCF INFO field with the distance to the nearest TSS
+    label_column: str = "label"          # table column with 0/1 labels
+    tissue: str = "NA"                   # tissue for records without one
+    test_chromosomes: tuple[str, ...] = ("chr9", "chr10")
+    strict_labels: bool = False          # the benchmark table: every row needs 0/1 (no unlabelled rows)
 
 
 def make_variant_id(chrom: str, pos: int, ref: str, alt: str) -> str:
@@ -42,186 +86,357 @@ def make_variant_id(chrom: str, pos: int, ref: str, alt: str) -> str:
     return f"{chrom}:{int(pos)}:{ref}:{alt}"
 
 
-def _skip_frame(records: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(records, columns=SKIPPED_COLUMNS)
+# ----------------------------------------------------------------------------- readers
 
 
-def read_eqtl_table(path: str | os.PathLike[str]) -> VariantTable:
-    """Read a table in the ``All_Tissues.csv`` schema (comma-separated, header line first).
+def _open_text(path: Path) -> io.TextIOBase:
+    """Text handle for a plain or gzip/bgzip file; newline=None turns CRLF into LF."""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline=None)
+    return open(path, encoding="utf-8", errors="replace", newline=None)
 
-    Whole-file problems (missing file, missing columns, labels other than 0/1, splits other than
-    train/test) raise :class:`VariantInputError` naming the file and the first offending line;
-    per-record problems that only make one variant unscorable (not an SNV, ALT equal to REF) are
-    recorded as skips.
+
+def _read_chunks(handle, path: Path, line_offset: int, **kwargs) -> Iterator[pd.DataFrame]:
+    """pandas' chunked reader with errors turned into messages naming the file and (file) line.
+
+    Every chunk gets a ``line`` column: the 1-based line in the file (``line_offset`` lines precede
+    the first row). Blank lines are kept as rows of ``''`` so line numbers stay exact.
     """
-    path = Path(path)
-    if not path.exists():
-        raise VariantInputError(f"{path}: variant table not found")
+    last = line_offset
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError as err:
-        raise VariantInputError(f"{path}: empty file, expected a header line {','.join(EQTL_COLUMNS)}") from err
-    missing = [c for c in EQTL_COLUMNS if c not in raw.columns]
+        reader = pd.read_csv(handle, dtype=str, keep_default_na=False, skip_blank_lines=False, quoting=csv.QUOTE_NONE,
+                             chunksize=CHUNK_ROWS, **kwargs)
+        for chunk in reader:
+            chunk["line"] = np.arange(last + 1, last + 1 + len(chunk), dtype=np.int64)
+            last += len(chunk)
+            yield chunk
+    except pd.errors.EmptyDataError:
+        return  # a header and no records: nothing to read, not an error
+    except pd.errors.ParserError as err:
+        match = _PARSER_LINE.search(str(err))
+        where = f"line {int(match.group(1)) + line_offset}" if match else f"after line {last}"
+        raise VariantInputError(f"{path}, {where}: wrong number of columns ({str(err).strip()})") from err
+    except (EOFError, gzip.BadGzipFile, OSError, UnicodeDecodeError) as err:
+        raise VariantInputError(f"{path}, after line {last}: cannot read on (truncated or corrupt file? {err})") from err
+
+
+def _table_separator(path: Path, header: str) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".tsv", ".txt", ".tab")):
+        return "\t"
+    if name.endswith(".csv"):
+        return ","
+    return "\t" if "\t" in header else ","
+
+
+def _read_header_line(path: Path) -> str:
+    try:
+        with _open_text(path) as handle:
+            return handle.readline()
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        raise VariantInputError(f"{path}, line 1: cannot read ({err})") from err
+
+
+def _table_chunks(path: Path, eqtl: bool, options: ReadOptions) -> Iterator[pd.DataFrame]:
+    """A CSV/TSV (optionally gzipped) or parquet table -> raw chunks."""
+    if path.name.lower().endswith((".parquet", ".pq")):
+        yield from _parquet_chunks(path, eqtl, options)
+        return
+    header = _read_header_line(path)
+    if not header.strip():
+        expected = ",".join(EQTL_COLUMNS) if eqtl else ",".join(TABLE_REQUIRED)
+        raise VariantInputError(f"{path}: empty file, expected a header line {expected}")
+    sep = _table_separator(path, header)
+    columns = [c.strip() for c in header.rstrip("\r\n").split(sep)]
+    mapping = _column_mapping(columns, path, eqtl, options)
+    with _open_text(path) as handle:
+        for chunk in _read_chunks(handle, path, line_offset=1, sep=sep, header=0, names=columns):
+            yield _raw_from_table(chunk, mapping)
+
+
+def _parquet_chunks(path: Path, eqtl: bool, options: ReadOptions) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a non-parquet file
+        raise VariantInputError(f"{path}: not a readable parquet file ({err})") from err
+    mapping = _column_mapping(parquet.schema_arrow.names, path, eqtl, options)
+    row = 0
+    for batch in parquet.iter_batches(batch_size=CHUNK_ROWS):
+        # Parquet has no lines: "line" is the 1-based row number.
+        chunk = batch.to_pandas().astype(str).replace({"None": "", "nan": "", "<NA>": ""})
+        chunk["line"] = np.arange(row + 1, row + 1 + len(chunk), dtype=np.int64)
+        row += len(chunk)
+        yield _raw_from_table(chunk, mapping)
+
+
+def _column_mapping(columns: list[str], path: Path, eqtl: bool, options: ReadOptions) -> dict[str, str]:
+    """Raw column -> the file's column name; raises naming the missing ones."""
+    if eqtl:
+        missing = [c for c in EQTL_COLUMNS if c not in columns]
+        if missing:
+            raise VariantInputError(f"{path}, line 1: missing column(s) {missing}; expected {EQTL_COLUMNS}")
+        return dict(zip(["chrom", "pos", "id", "ref", "alt", "label", "split", "tissue", "distance"], EQTL_COLUMNS))
+    mapping: dict[str, str] = {}
+    for name in columns:
+        raw = TABLE_ALIASES.get(name.lower())
+        if raw and raw not in mapping:
+            mapping[raw] = name
+    if options.label_column in columns:
+        mapping["label"] = options.label_column
+    missing = [c for c in TABLE_REQUIRED if c not in mapping]
     if missing:
-        raise VariantInputError(f"{path}, line 1: missing column(s) {missing}; expected {EQTL_COLUMNS}")
-    raw = raw[EQTL_COLUMNS].apply(lambda col: col.str.strip())
-    # Line numbers as a person sees them in an editor: the header is line 1.
-    raw["source_line"] = range(2, len(raw) + 2)
-
-    _require_values(raw, "label", {"0", "1"}, path)
-    _require_values(raw, "split", SPLITS, path)
-    for column in ("POS", "distance_to_nearest_TSS"):
-        bad = ~raw[column].str.fullmatch(r"-?\d+")
-        if bad.any():
-            line = int(raw.loc[bad, "source_line"].iloc[0])
-            raise VariantInputError(f"{path}, line {line}: {column} is not an integer: {raw.loc[bad, column].iloc[0]!r}")
-
-    raw["REF"] = raw["REF"].str.upper()
-    raw["ALT"] = raw["ALT"].str.upper()
-    reason = pd.Series("", index=raw.index)
-    reason[raw["POS"].astype(int) < 1] = "POS must be >= 1"
-    reason[(reason == "") & ~(raw["REF"].isin(BASES) & raw["ALT"].isin(BASES))] = "not an SNV of A/C/G/T (the protocol is SNV-only)"
-    reason[(reason == "") & (raw["REF"] == raw["ALT"])] = "ALT equals REF"
-    bad = reason != ""
-    skipped = _skip_frame(
-        [
-            {"source": str(path), "line": int(r.source_line), "chrom": r.CHROM, "pos": r.POS,
-             "ref": r.REF, "alt": r.ALT, "reason": reason[i]}
-            for i, r in raw[bad].iterrows()
-        ]
-    )
-    kept = raw[~bad]
-    variants = pd.DataFrame(
-        {
-            "chrom": kept["CHROM"].astype(str),
-            "pos": kept["POS"].astype("int64"),
-            "ref": kept["REF"],
-            "alt": kept["ALT"],
-            "snp": kept["SNP"],
-            "label": kept["label"].astype("int8"),
-            "split": kept["split"],
-            "tissue": kept["tissue"],
-            "distance_to_nearest_TSS": kept["distance_to_nearest_TSS"].astype("int64"),
-            "source_line": kept["source_line"].astype("int64"),
-        }
-    )
-    variants.insert(0, "variant_id", [make_variant_id(*t) for t in zip(variants.chrom, variants.pos, variants.ref, variants.alt)])
-    variants = variants.reset_index(drop=True)
-    _warn_duplicates = variants.duplicated(["variant_id", "tissue"], keep="first")
-    notes = []
-    if _warn_duplicates.any():
-        dup = variants[_warn_duplicates]
-        skipped = pd.concat(
-            [skipped, _skip_frame([
-                {"source": str(path), "line": int(r.source_line), "chrom": r.chrom, "pos": r.pos,
-                 "ref": r.ref, "alt": r.alt, "reason": "duplicate (variant, tissue) row; first occurrence kept"}
-                for r in dup.itertuples()
-            ])],
-            ignore_index=True,
-        )
-        variants = variants[~_warn_duplicates].reset_index(drop=True)
-        notes.append(f"{int(_warn_duplicates.sum())} duplicate (variant, tissue) rows skipped")
-    return VariantTable(variants=variants[NORMALISED_COLUMNS], skipped=skipped, n_input_records=len(raw), notes=notes)
-
-
-def _require_values(frame: pd.DataFrame, column: str, allowed: set[str] | frozenset[str], path: Path) -> None:
-    bad = ~frame[column].isin(allowed)
-    if bad.any():
-        line = int(frame.loc[bad, "source_line"].iloc[0])
-        value = frame.loc[bad, column].iloc[0]
         raise VariantInputError(
-            f"{path}, line {line}: {column} must be one of {sorted(allowed)}, got {value!r} "
-            f"({int(bad.sum())} row(s) affected)"
-        )
+            f"{path}, line 1: missing column(s) {missing}; a variant table needs {TABLE_REQUIRED} "
+            f"(optional: {options.label_column}, tissue, split, distance_to_nearest_TSS, id); found {columns}")
+    return mapping
 
 
-def unique_variants(variants: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant id (a variant appears once per tissue in the eQTL table)."""
-    cols = ["variant_id", "chrom", "pos", "ref", "alt", "source_line"]
-    return variants[cols].drop_duplicates("variant_id").sort_values(["chrom", "pos", "alt"]).reset_index(drop=True)
+def _raw_from_table(chunk: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
+    raw = pd.DataFrame({c: chunk[mapping[c]].str.strip() if c in mapping else "" for c in RAW_COLUMNS}, index=chunk.index)
+    raw["line"] = chunk["line"].to_numpy()
+    return raw
 
 
-def read_vcf(
-    path: str | os.PathLike[str],
-    *,
-    label_info: str | None = None,
-    distance_info: str | None = None,
-    tissue: str = "NA",
-    test_chromosomes: tuple[str, ...] = ("chr9", "chr10"),
-) -> VariantTable:
-    """Read a VCF / VCF.gz / BCF with pysam; one output row per ALT allele that is an SNV.
+def _vcf_header(handle, path: Path) -> tuple[int, list[str]]:
+    """Consume the header; return (header line count, #CHROM columns)."""
+    n = 0
+    for line in handle:
+        n += 1
+        if line.startswith("##"):
+            continue
+        if line.startswith("#CHROM"):
+            return n, line.rstrip("\n").split("\t")
+        raise VariantInputError(f"{path}, line {n}: expected a '#CHROM POS ID REF ALT QUAL FILTER INFO' header line "
+                                f"before the first record, got {line[:60]!r}")
+    if n == 0:
+        raise VariantInputError(f"{path}: empty file, expected a VCF header (##fileformat=VCFv4.x ... #CHROM ...)")
+    raise VariantInputError(f"{path}, line {n}: no '#CHROM' header line")
 
-    Multi-allelic records are split. ``label_info`` names an INFO field holding 0/1 labels (absent:
-    label -1, scoring only); ``distance_info`` an INFO field with the distance to the nearest TSS
-    (absent: -1). The split comes from the chromosome, as in the benchmark (chr9 and chr10 test).
-    """
+
+def _vcf_text_chunks(path: Path, options: ReadOptions) -> Iterator[pd.DataFrame]:
+    """A plain or bgzipped VCF, parsed with pandas (exact line numbers; sample columns ignored)."""
+    try:
+        handle = _open_text(path)
+        n_header, columns = _vcf_header(handle, path)
+    except (EOFError, gzip.BadGzipFile, OSError) as err:
+        raise VariantInputError(f"{path}: cannot read the VCF header (truncated or corrupt file? {err})") from err
+    with handle:
+        if len(columns) < 8:
+            raise VariantInputError(f"{path}, line {n_header}: the #CHROM line has {len(columns)} columns, a VCF needs at least 8")
+        for chunk in _read_chunks(handle, path, line_offset=n_header, sep="\t", header=None):
+            if chunk.shape[1] - 1 != len(columns):  # -1: the added "line" column
+                raise VariantInputError(f"{path}, line {int(chunk['line'].iloc[0])}: {chunk.shape[1] - 1} columns, "
+                                        f"the #CHROM header line has {len(columns)}")
+            info = chunk[7]
+            yield pd.DataFrame({
+                "chrom": chunk[0], "pos": chunk[1], "id": chunk[2], "ref": chunk[3], "alt": chunk[4],
+                "label": _info_values(info, options.label_info), "split": "", "tissue": "",
+                "distance": _info_values(info, options.distance_info), "line": chunk["line"],
+                "_short": (chunk[list(range(8))] == "").any(axis=1) & ~(chunk[list(range(8))] == "").all(axis=1),
+            })
+
+
+def _info_values(info: pd.Series, key: str | None) -> pd.Series | str:
+    if not key:
+        return ""
+    return info.str.extract(rf"(?:^|;){re.escape(key)}=([^;]*)", expand=False).fillna("")
+
+
+def _bcf_chunks(path: Path, options: ReadOptions) -> Iterator[pd.DataFrame]:
+    """A BCF (or anything else pysam reads) -> raw chunks; ``line`` is the 1-based record number."""
     import pysam
 
-    path = Path(path)
-    if not path.exists():
-        raise VariantInputError(f"{path}: VCF not found")
     try:
         vcf = pysam.VariantFile(str(path))
     except (ValueError, OSError) as err:
         raise VariantInputError(f"{path}: not a readable VCF/BCF ({err})") from err
-    rows: list[dict] = []
-    skips: list[dict] = []
-    n_records = 0
-    test_set = {c.removeprefix("chr") for c in test_chromosomes}
+    rows: list[tuple] = []
+    record_no = 0
     with vcf:
-        for record_no, rec in enumerate(vcf, start=1):
-            n_records += 1
-            alts = rec.alts or ()
-            base = {"source": str(path), "line": record_no, "chrom": rec.chrom, "pos": rec.pos, "ref": rec.ref}
-            if not alts:
-                skips.append({**base, "alt": ".", "reason": "no ALT allele"})
-                continue
-            label = _info_int(rec, label_info, path, record_no) if label_info else -1
-            if label not in (-1, 0, 1):
-                raise VariantInputError(f"{path}, record {record_no}: INFO/{label_info} must be 0 or 1, got {label}")
-            distance = _info_int(rec, distance_info, path, record_no) if distance_info else -1
-            for alt in alts:
-                ref, alt_u = rec.ref.upper(), alt.upper()
-                if not (ref in BASES and alt_u in BASES):
-                    skips.append({**base, "alt": alt, "reason": "not an SNV of A/C/G/T (the protocol is SNV-only)"})
-                    continue
-                if ref == alt_u:
-                    skips.append({**base, "alt": alt, "reason": "ALT equals REF"})
-                    continue
-                rows.append({
-                    "variant_id": make_variant_id(rec.chrom, rec.pos, ref, alt_u), "chrom": rec.chrom,
-                    "pos": int(rec.pos), "ref": ref, "alt": alt_u, "snp": rec.id or "",
-                    "label": label, "split": "test" if rec.chrom.removeprefix("chr") in test_set else "train",
-                    "tissue": tissue, "distance_to_nearest_TSS": distance, "source_line": record_no,
-                })
-    variants = pd.DataFrame(rows, columns=NORMALISED_COLUMNS).astype(
-        {"pos": "int64", "label": "int8", "distance_to_nearest_TSS": "int64", "source_line": "int64"}
-    )
-    return VariantTable(variants=variants, skipped=_skip_frame(skips), n_input_records=n_records)
+        try:
+            for record_no, rec in enumerate(vcf, start=1):
+                rows.append((rec.chrom, str(rec.pos), rec.id or "", rec.ref or "", ",".join(rec.alts or ()) or ".",
+                             _pysam_info(rec, options.label_info), "", "", _pysam_info(rec, options.distance_info), record_no))
+                if len(rows) >= CHUNK_ROWS:
+                    yield pd.DataFrame(rows, columns=[*RAW_COLUMNS, "line"])
+                    rows = []
+        except (ValueError, OSError) as err:
+            raise VariantInputError(f"{path}, after record {record_no}: cannot read on ({err})") from err
+    yield pd.DataFrame(rows, columns=[*RAW_COLUMNS, "line"])
 
 
-def _info_int(rec, key: str, path: Path, record_no: int) -> int:
+def _pysam_info(rec, key: str | None) -> str:
+    if not key:
+        return ""
     value = rec.info.get(key)
     if isinstance(value, tuple):
         value = value[0] if value else None
-    if value is None:
-        raise VariantInputError(f"{path}, record {record_no}: INFO/{key} missing")
-    try:
-        return int(value)
-    except (TypeError, ValueError) as err:
-        raise VariantInputError(f"{path}, record {record_no}: INFO/{key} is not an integer: {value!r}") from err
+    return "" if value is None else str(value)
 
 
-def read_variants(path: str | os.PathLike[str], fmt: str = "auto", **vcf_options) -> VariantTable:
-    """Dispatch on the format: ``eqtl_table`` (CSV in the All_Tissues schema) or ``vcf``.
+# ----------------------------------------------------------------------------- normalisation
 
-    ``vcf_options`` (see :func:`read_vcf`) apply to VCF input only; the table carries those columns.
-    """
+
+def _allele_reasons(ref: pd.Series, alt: pd.Series, pos: pd.Series) -> pd.Series:
+    """Why each (REF, ALT) cannot be scored ('' = a scorable SNV); first matching reason wins."""
+    checks = [
+        (pos < 1, "POS must be >= 1"),
+        (alt.isin(MISSING), "no ALT allele"),
+        (alt == "*", "spanning-deletion allele '*' (not a sequence change at this position)"),
+        (alt.str.startswith("<"), "symbolic allele " + alt + " (structural variant; the protocol is SNV-only)"),
+        (alt.str.contains(r"[\[\]]", regex=True), "breakend allele (the protocol is SNV-only)"),
+        (ref.isin(MISSING), "no REF allele"),
+        (ref.str.len() != alt.str.len(), "indel (REF and ALT lengths differ; the protocol is SNV-only)"),
+        (ref.str.len() > 1, "MNV (multi-base substitution; the protocol is SNV-only)"),
+        (~(ref.isin(BASES) & alt.isin(BASES)), "non-ACGT base in REF/ALT (IUPAC code or N; the protocol is SNV-only)"),
+        (ref == alt, "ALT equals REF"),
+    ]
+    reason = pd.Series("", index=ref.index, dtype=object)
+    for mask, text in checks:
+        fill = (reason == "") & mask
+        reason[fill] = text[fill] if isinstance(text, pd.Series) else text
+    return reason
+
+
+def _first_bad(raw: pd.DataFrame, bad: pd.Series, column: str, path: Path, message: str) -> None:
+    if bad.any():
+        first = raw[bad].iloc[0]
+        raise VariantInputError(f"{path}, line {int(first['line'])}: {message}, got {first[column]!r} "
+                                f"({int(bad.sum())} row(s) in this chunk affected)")
+
+
+def _normalise(raw: pd.DataFrame, path: Path, options: ReadOptions, test_keys: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One raw chunk -> (variants, skipped). Raises for whole-file problems, skips per-record ones."""
+    if raw.empty:
+        return pd.DataFrame(columns=NORMALISED_COLUMNS), pd.DataFrame(columns=SKIPPED_COLUMNS)
+    blank = (raw[["chrom", "pos", "ref", "alt"]] == "").all(axis=1)
+    if "_short" in raw:
+        if raw["_short"].any():
+            first = raw[raw["_short"]].iloc[0]
+            raise VariantInputError(f"{path}, line {int(first['line'])}: fewer than 8 tab-separated columns or an empty "
+                                    f"field (wrong column count?): {chr(9).join(first[RAW_COLUMNS[:5]])!r}...")
+        raw = raw.drop(columns="_short")
+    skips = [_skips(raw[blank], path, "blank line")]
+    raw = raw[~blank]
+    _first_bad(raw, raw["chrom"] == "", "chrom", path, "empty chromosome (wrong column count?)")
+    _first_bad(raw, ~raw["pos"].str.fullmatch(r"-?\d+"), "pos", path, "POS is not an integer")
+    label_ok = {"0", "1"} if options.strict_labels else {"0", "1", "", ".", "-1"}
+    _first_bad(raw, ~raw["label"].isin(label_ok), "label", path,
+               f"label must be one of {sorted({'0', '1'})}" + ("" if options.strict_labels else " (or empty: unlabelled)"))
+    _first_bad(raw, ~raw["split"].isin(SPLITS | {""}), "split", path, f"split must be one of {sorted(SPLITS)}")
+    distance_ok = raw["distance"].str.fullmatch(r"-?\d+") | (False if options.strict_labels else raw["distance"].isin(MISSING))
+    _first_bad(raw, ~distance_ok, "distance", path, "distance_to_nearest_TSS is not an integer")
+
+    # Multi-allelic records: one row per ALT allele, all keeping the record's line.
+    raw = raw.assign(alt=raw["alt"].str.split(",")).explode("alt", ignore_index=True)
+    raw["ref"] = raw["ref"].str.upper()
+    raw["alt"] = raw["alt"].str.strip().str.upper()
+    pos = raw["pos"].astype("int64")
+    reason = _allele_reasons(raw["ref"], raw["alt"], pos)
+    bad = reason != ""
+    skips.append(_skips(raw[bad], path, reason[bad]))
+    kept, pos = raw[~bad], pos[~bad]
+    split = kept["split"].where(kept["split"] != "", np.where(kept["chrom"].map(contig_key).isin(test_keys), "test", "train"))
+    variants = pd.DataFrame({
+        "variant_id": kept["chrom"] + ":" + pos.astype(str) + ":" + kept["ref"] + ":" + kept["alt"],
+        "chrom": kept["chrom"], "pos": pos, "ref": kept["ref"], "alt": kept["alt"],
+        "snp": kept["id"].where(kept["id"] != ".", ""),
+        "label": kept["label"].replace({"": "-1", ".": "-1"}).astype("int8"),
+        "split": split, "tissue": kept["tissue"].where(kept["tissue"] != "", options.tissue),
+        "distance_to_nearest_TSS": kept["distance"].replace({"": "-1", ".": "-1"}).astype("int64"),
+        "source_line": kept["line"].astype("int64"),
+    })
+    return variants, pd.concat(skips, ignore_index=True)
+
+
+def _skips(rows: pd.DataFrame, path: Path, reason: pd.Series | str) -> pd.DataFrame:
+    frame = pd.DataFrame({"source": str(path), "line": rows["line"], "chrom": rows["chrom"], "pos": rows["pos"],
+                          "ref": rows["ref"], "alt": rows["alt"], "reason": reason}, columns=SKIPPED_COLUMNS)
+    return frame
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """``vcf`` by extension (.vcf, .vcf.gz, .vcf.bgz, .bcf); ``eqtl_table`` when the header is the
+    benchmark's; otherwise ``table``."""
     name = str(path).lower()
-    if fmt == "auto":
-        fmt = "vcf" if name.endswith((".vcf", ".vcf.gz", ".bcf", ".vcf.bgz")) else "eqtl_table"
+    if name.endswith((".vcf", ".vcf.gz", ".bcf", ".vcf.bgz")):
+        return "vcf"
+    if name.endswith((".parquet", ".pq")):
+        return "table"
+    header = _read_header_line(Path(path)) if Path(path).exists() else ""
+    return "eqtl_table" if all(c in header for c in EQTL_COLUMNS) else "table"
+
+
+def read_variants(path: str | os.PathLike[str], fmt: str = "auto", options: ReadOptions | None = None,
+                  **option_kwargs) -> VariantTable:
+    """Read any supported variant file (``fmt``: ``auto``, ``eqtl_table``, ``table`` or ``vcf``).
+
+    Keyword arguments build a :class:`ReadOptions` when ``options`` is not given.
+    """
+    path = Path(path)
+    if fmt not in ("auto", "eqtl_table", "table", "vcf"):
+        raise ValueError(f"unknown variant format {fmt!r}; expected 'auto', 'eqtl_table', 'table' or 'vcf'")
+    if not path.exists():
+        raise VariantInputError(f"{path}: variant file not found")
+    if options is None:
+        if "test_chromosomes" in option_kwargs:
+            option_kwargs["test_chromosomes"] = tuple(option_kwargs["test_chromosomes"])
+        options = ReadOptions(**option_kwargs)
+    fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "eqtl_table":
-        return read_eqtl_table(path)
-    if fmt == "vcf":
-        return read_vcf(path, **vcf_options)
-    raise ValueError(f"unknown variant format {fmt!r}; expected 'auto', 'eqtl_table' or 'vcf'")
+        options = ReadOptions(**{**options.__dict__, "strict_labels": True})
+        chunks = _table_chunks(path, eqtl=True, options=options)
+    elif fmt == "table":
+        chunks = _table_chunks(path, eqtl=False, options=options)
+    elif str(path).lower().endswith(".bcf"):
+        chunks = _bcf_chunks(path, options)
+    else:
+        chunks = _vcf_text_chunks(path, options)
+    return _collect(chunks, path, options)
+
+
+def _collect(chunks: Iterator[pd.DataFrame], path: Path, options: ReadOptions) -> VariantTable:
+    test_keys = {contig_key(c) for c in options.test_chromosomes}
+    kept, skipped, lines = [], [], 0
+    for raw in chunks:
+        lines += len(raw)
+        variants, skips = _normalise(raw, path, options, test_keys)
+        kept.append(variants)
+        skipped.append(skips)
+    variants = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=NORMALISED_COLUMNS)
+    skipped_frame = pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=SKIPPED_COLUMNS)
+    notes = []
+    duplicate = variants.duplicated(["variant_id", "tissue"], keep="first")
+    if duplicate.any():
+        dup = variants[duplicate]
+        skipped_frame = pd.concat([skipped_frame, pd.DataFrame({
+            "source": str(path), "line": dup["source_line"], "chrom": dup["chrom"], "pos": dup["pos"].astype(str),
+            "ref": dup["ref"], "alt": dup["alt"], "reason": "duplicate (variant, tissue) row; first occurrence kept"})],
+            ignore_index=True)
+        variants = variants[~duplicate]
+        notes.append(f"{int(duplicate.sum())} duplicate (variant, tissue) rows skipped")
+    variants = variants.reset_index(drop=True).astype(
+        {"pos": "int64", "label": "int8", "distance_to_nearest_TSS": "int64", "source_line": "int64"})[NORMALISED_COLUMNS]
+    skipped_frame = skipped_frame.sort_values("line", kind="stable").reset_index(drop=True)
+    return VariantTable(variants=variants, skipped=skipped_frame, n_input_records=lines, notes=notes,
+                        n_input_alleles=len(variants) + len(skipped_frame))
+
+
+def read_eqtl_table(path: str | os.PathLike[str]) -> VariantTable:
+    """A table in the ``All_Tissues.csv`` schema; labels must be 0/1 and splits train/test."""
+    return read_variants(path, "eqtl_table")
+
+
+def read_vcf(path: str | os.PathLike[str], **options) -> VariantTable:
+    """A VCF / VCF.gz / BCF; see :class:`ReadOptions` for ``label_info``, ``distance_info``, ``tissue``."""
+    return read_variants(path, "vcf", **options)
+
+
+def unique_variants(variants: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant id (a variant appears once per tissue in the eQTL table); keeps the user's id."""
+    cols = [c for c in ["variant_id", "chrom", "pos", "ref", "alt", "snp", "source_line"] if c in variants.columns]
+    return variants[cols].drop_duplicates("variant_id").sort_values(["chrom", "pos", "alt"]).reset_index(drop=True)

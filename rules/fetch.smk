@@ -1,4 +1,5 @@
-# Downloads, only when the config gives a url (config/paper.yaml); the demo uses bundled files.
+# Downloads (variant table, genome, GENCODE GTF), only when the config gives a url (config/paper.yaml);
+# the demo uses bundled files.
 # Streaming with resume, retries and checksums lives in caduceus_vep.fetch.
 
 
@@ -53,3 +54,22 @@ if config["genome"].get("url"):
             ENV
         script:
             "../workflow_scripts/prepare_genome.py"
+
+
+if (config.get("tss") or {}).get("url"):
+
+    rule fetch_tss:
+        output:
+            gtf=config["tss"]["gtf"],
+            provenance=config["tss"]["gtf"] + ".download.json",
+        params:
+            url=config["tss"]["url"],
+            sha256=config["tss"].get("sha256"),
+        log:
+            f"{LOGS}/fetch/tss.log",
+        benchmark:
+            f"{BENCH}/fetch_tss.tsv"
+        conda:
+            ENV
+        script:
+            "../workflow_scripts/fetch_file.py"

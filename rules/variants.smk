@@ -1,6 +1,11 @@
+# TSS distances are computed from the `tss.gtf` annotation where the input lacks them (config/README.md).
+TSS_GTF = (config.get("tss") or {}).get("gtf")
+
+
 rule variants:
     input:
-        config["variants"]["path"],
+        variants=config["variants"]["path"],
+        tss=TSS_GTF or [],
     output:
         variants=f"{OUT}/variants/variants.parquet",
         skipped=f"{OUT}/variants/skipped.tsv",

@@ -6,6 +6,7 @@ rule windows:
     output:
         windows=f"{OUT}/windows/windows.parquet",
         skipped=f"{OUT}/windows/skipped.tsv",
+        flags=f"{OUT}/windows/flags.tsv",
     params:
         spec=config["windows"],
         source=config["variants"]["path"],

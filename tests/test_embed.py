@@ -19,9 +19,9 @@ def windows_for(fasta, seqs, spec, positions):
     rows = pd.DataFrame([{"variant_id": f"chr1:{p}", "chrom": "chr1", "pos": p, "ref": seqs["chr1"][p - 1],
                           "alt": "A" if seqs["chr1"][p - 1] != "A" else "C", "source_line": i} for i, p in enumerate(positions)])
     with Genome(fasta) as genome:
-        windows, skipped = build_windows(rows, genome, spec)
-    assert skipped.empty
-    return windows
+        result = build_windows(rows, genome, spec)
+    assert result.skipped.empty
+    return result.windows
 
 
 def test_features_shapes_batches_and_alt_differs(small_genome, model):

@@ -118,3 +118,38 @@ def test_summarise_hand_worked_example():
     assert row["auroc_mean"] == pytest.approx(0.68)
     assert row["auroc_sd"] == pytest.approx(0.02)  # numpy std, ddof=0
     assert row["n_seeds"] == 2
+
+
+def test_paper_protocol_hand_worked_end_to_end():
+    """Perfectly separable 1-D data: every SVM predicts the test labels exactly, so AUROC = 1.
+
+    One feature dimension: ref = 0 for label 0 and 10 for label 1 (alt 0 everywhere, RC = forward,
+    one tissue). Training: 4 + 4 rows; test: two 0s and two 1s at the same points. Any RBF SVC with
+    C >= 1 separates two well-apart clusters, so predict() gives [0, 0, 1, 1] and the hard-label
+    AUROC is 1 for every seed and C; the tie rule then reports the smallest C.
+    A flipped test set gives predictions exactly opposite to the labels: AUROC 0.
+    """
+    ref = np.array([[0.0]] * 6 + [[10.0]] * 6)
+    m = {"ref_fwd": ref, "ref_rc": ref, "alt_fwd": np.zeros_like(ref), "alt_rc": np.zeros_like(ref)}
+    ids = pd.Series([f"v{i}" for i in range(12)])
+    label = np.array([0] * 6 + [1] * 6)
+    split = np.array(["train"] * 4 + ["test"] * 2 + ["train"] * 4 + ["test"] * 2)
+    rows = pd.DataFrame({"variant_id": ids, "label": label, "split": split, "tissue": "Liver", "distance_to_nearest_TSS": 5_000})
+    per_seed = ev.paper_protocol(rows, ids, m, model="toy", rc_rule="ps", seeds=[1, 2], c_grid=[1.0, 10.0],
+                                 train_subsample=6, buckets=ev.PAPER_BUCKETS[:1])
+    assert per_seed["auroc"].tolist() == [1.0] * 4
+    assert set(per_seed["n_train"]) == {6} and set(per_seed["n_test"]) == {4} and set(per_seed["n_test_pos"]) == {2}
+    row = ev.summarise(per_seed).iloc[0]
+    assert (row["C"], row["auroc_mean"], row["auroc_sd"], row["n_seeds"]) == (1.0, 1.0, 0.0, 2)
+    flipped = rows.assign(label=np.where(rows["split"] == "test", 1 - rows["label"], rows["label"]))
+    assert ev.paper_protocol(flipped, ids, m, model="toy", rc_rule="ps", seeds=[1], c_grid=[1.0], train_subsample=8,
+                             buckets=ev.PAPER_BUCKETS[:1])["auroc"].tolist() == [0.0]
+
+
+def test_sound_buckets_are_half_open():
+    distance = pd.Series([0, 29_999, 30_000, 99_999, 100_000])
+    masks = {b.name: b.mask(distance).tolist() for b in ev.SOUND_BUCKETS}
+    assert masks["0-30kb"] == [True, True, False, False, False]
+    assert masks["30-100kb"] == [False, False, True, True, False]
+    assert masks[">100kb"] == [False, False, False, False, True]
+    assert (sum(pd.DataFrame(masks).sum(axis=1)) == len(distance))

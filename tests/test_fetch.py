@@ -474,3 +474,15 @@ def test_prepare_fasta_not_fasta(tmp_path):
         empty = tmp_path / "empty.fa"
         empty.write_bytes(b"")
         prepare_fasta(empty, dest)
+
+
+def test_paper_config_plans_the_gtf_download(tmp_path):
+    """config/paper.yaml's `tss.url` adds a fetch_tss job whose GTF feeds the variants rule."""
+    from test_workflow import copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path / "wf")
+    text = snakemake(workdir, "--dry-run", "--configfile", "config/paper.yaml").stdout
+    block = next(b for b in text.split("\nrule ") if b.startswith("fetch_tss:"))
+    assert "data/annotation/gencode.v44.annotation.gtf.gz" in block
+    variants = next(b for b in text.split("\nrule ") if b.startswith("variants:"))
+    assert "gencode.v44.annotation.gtf.gz" in variants

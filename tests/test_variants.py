@@ -78,7 +78,7 @@ def test_vcf_splits_multiallelic_and_skips_non_snv(tmp_path):
     assert list(table.variants["variant_id"]) == ["chr1:10:A:G", "chr1:10:A:T", "chr9:40:C:G"]
     assert list(table.variants["split"]) == ["train", "train", "test"]
     assert list(table.variants["snp"]) == ["rs1", "rs1", "rs4"]
-    assert list(table.skipped["line"]) == [2, 3]
+    assert list(table.skipped["line"]) == [7, 8]  # lines of the file (5 header lines)
     assert table.n_input_records == 4
     # auto-detection by extension
     assert len(read_variants(path, label_info="CAUSAL").variants) == 3
@@ -90,3 +90,53 @@ def test_vcf_without_labels_is_scoring_only(tmp_path):
     table = read_vcf(path)
     assert table.variants["label"].tolist() == [-1]
     assert isinstance(table.variants, pd.DataFrame)
+
+
+def test_user_table_tsv_with_optional_columns(tmp_path):
+    path = write(tmp_path, [
+        "chrom\tpos\tref\talt\tid\tis_causal",
+        "1\t100\ta\tg\trsA\t1",
+        "9\t200\tC\tT\trsB\t",          # unlabelled
+        "chr2\t300\tG\tA,C\trsC\t0",    # multi-allelic: two rows, same line
+    ], name="mine.tsv")
+    table = read_variants(path, label_column="is_causal", tissue="Liver")
+    v = table.variants
+    assert list(v["variant_id"]) == ["1:100:A:G", "9:200:C:T", "chr2:300:G:A", "chr2:300:G:C"]
+    assert list(v["snp"]) == ["rsA", "rsB", "rsC", "rsC"]
+    assert list(v["label"]) == [1, -1, 0, 0]
+    assert list(v["split"]) == ["train", "test", "train", "train"]  # "9" matches chr9
+    assert set(v["tissue"]) == {"Liver"} and set(v["distance_to_nearest_TSS"]) == {-1}
+    assert list(v["source_line"]) == [2, 3, 4, 4]
+    assert table.n_input_records == 3 and table.n_input_alleles == 4
+
+
+def test_user_table_parquet_and_csv_agree(tmp_path):
+    frame = pd.DataFrame({"chrom": ["chr1", "chr1"], "pos": [10, 20], "ref": ["A", "C"], "alt": ["G", "T"],
+                          "label": [1, 0], "tissue": ["Liver", "Lung"], "split": ["train", "test"],
+                          "distance_to_nearest_TSS": [5, 7]})
+    frame.to_parquet(tmp_path / "v.parquet")
+    frame.to_csv(tmp_path / "v.csv", index=False)
+    a = read_variants(tmp_path / "v.parquet").variants
+    b = read_variants(tmp_path / "v.csv").variants
+    pd.testing.assert_frame_equal(a.drop(columns="source_line"), b.drop(columns="source_line"))
+    assert list(a["split"]) == ["train", "test"] and list(a["distance_to_nearest_TSS"]) == [5, 7]
+
+
+def test_vcf_gz_and_bcf_read_like_the_plain_vcf(tmp_path):
+    pysam = pytest.importorskip("pysam")
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=5000>",
+             '##INFO=<ID=CAUSAL,Number=1,Type=Integer,Description="label">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+             "chr1\t10\trs1\tA\tG,T\t.\tPASS\tCAUSAL=1", "chr1\t20\trs2\tA\t*\t.\tPASS\tCAUSAL=0"]
+    plain = write(tmp_path, lines, name="u.vcf")
+    pysam.tabix_compress(str(plain), str(tmp_path / "u.vcf.gz"))
+    with pysam.VariantFile(str(plain)) as src, pysam.VariantFile(str(tmp_path / "u.bcf"), "wb", header=src.header) as out:
+        for rec in src:
+            out.write(rec)
+    tables = [read_variants(tmp_path / n, label_info="CAUSAL") for n in ("u.vcf", "u.vcf.gz", "u.bcf")]
+    for t in tables:
+        assert list(t.variants["variant_id"]) == ["chr1:10:A:G", "chr1:10:A:T"]
+        assert list(t.variants["label"]) == [1, 1]
+        assert list(t.skipped["alt"]) == ["*"]
+    assert tables[0].skipped["line"].tolist() == tables[1].skipped["line"].tolist() == [6]
+    assert tables[2].skipped["line"].tolist() == [2]  # BCF: record number

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-COPIED = ["Snakefile", "rules", "workflow_scripts", "config", "resources", "profiles", "envs", "caduceus_vep", "gpu", "slurm"]
+COPIED = ["Snakefile", "rules", "workflow_scripts", "config", "resources", "profiles", "envs", "caduceus_vep", "gpu", "slurm", "report"]
 BUCKETS = ["0-30kb", "30-100kb", ">100kb"]
 
 
@@ -86,6 +86,31 @@ def test_demo_accounts_for_every_record_and_records_provenance(demo_run):
     assert prov["config"]["run_name"] == "demo"
 
 
+
+@pytest.mark.slow
+def test_demo_embeds_each_unique_variant_once_in_shards(demo_run):
+    from caduceus_vep.embed import read_embeddings
+
+    out = demo_run / "results/demo"
+    windows = pd.read_parquet(out / "windows/windows.parquet")
+    variants = pd.read_parquet(out / "variants/variants.parquet")
+    kept_rows = int(variants["variant_id"].isin(set(windows["variant_id"])).sum())
+    for model in ("caduceus_ps", "caduceus_ph"):
+        ids, matrices, meta = read_embeddings(out / f"embeddings/{model}.parquet")
+        assert ids["variant_id"].tolist() == windows["variant_id"].tolist()  # once each, in windows order
+        assert meta["shards"] == 2 and meta["dedup"]["rows"] == kept_rows > len(windows)
+        # PS: the model's hidden state is 2 x d_model wide, each pooled feature d_model.
+        assert meta["feature_size"] == meta["hidden_size"] // (2 if model == "caduceus_ps" else 1)
+        assert all(m.shape == (len(windows), meta["feature_size"]) for m in matrices.values())
+        merge_log = (out / f"logs/embed/{model}.merge.log").read_text()
+        assert f"{kept_rows} (variant, tissue) rows" in merge_log
+        shard_log = (out / f"logs/embed/{model}.shard-0-of-2.log").read_text()
+        assert "variant/s" in shard_log and "100%|" in shard_log  # the progress bar is in the log
+    # Shard files are temporary, checkpoints are removed once a shard is done, the cache stays.
+    assert not (out / "embeddings/shards").exists() or not any((out / "embeddings/shards").rglob("*.parquet"))
+    assert not any((out / "embeddings/work").rglob("chunk-*.parquet"))
+    assert len(list((demo_run / "results/.embedding_cache").glob("*/key.json"))) == 2
+
 @pytest.mark.slow
 def test_rerun_does_nothing_and_forced_rerun_is_identical(demo_run):
     dry = snakemake(demo_run, "--dry-run", "--cores", "2")
@@ -107,8 +132,10 @@ def test_gpu_profile_dry_run_from_the_repository_root(tmp_path):
     result = snakemake(workdir, "--profile", "gpu", "--dry-run")
     text = result.stdout + result.stderr
     embed_blocks = [block for block in text.split("\nrule ") if block.startswith("embed:")]
-    assert len(embed_blocks) == 2
+    assert len(embed_blocks) == 4  # 2 models x embed.shards: 2 in the demo config
     assert all("gpu=1" in block for block in embed_blocks)
+    merge_blocks = [block for block in text.split("rule ") if block.startswith("embed_merge:")]
+    assert len(merge_blocks) == 2 and not any("gpu=1" in block for block in merge_blocks)
 
 
 def test_paper_config_plans_the_downloads(tmp_path):

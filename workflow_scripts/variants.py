@@ -8,4 +8,5 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 from caduceus_vep import stages  # noqa: E402
 
 sm = snakemake  # noqa: F821
-stages.run_logged(sm.log[0], stages.variants_stage, sm.input[0], sm.params.options, sm.output.variants, sm.output.skipped)
+stages.run_logged(sm.log[0], stages.variants_stage, sm.input.variants, sm.params.options, sm.output.variants, sm.output.skipped,
+                  tss_gtf=str(sm.input.tss) if sm.input.tss else None)  # input tss is [] without a tss section

@@ -9,4 +9,4 @@ from caduceus_vep import stages  # noqa: E402
 
 sm = snakemake  # noqa: F821
 stages.run_logged(sm.log[0], stages.windows_stage, sm.input.variants, sm.input.fasta, sm.params.spec, sm.output.windows, sm.output.skipped,
-                  source=sm.params.source)
+                  source=sm.params.source, out_flags=sm.output.flags)

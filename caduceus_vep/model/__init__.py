@@ -1,8 +1,9 @@
 """Caduceus in plain PyTorch: runs on CPU, loads the released Hugging Face checkpoints.
 
 The upstream implementation needs the CUDA kernels of mamba-ssm; this one computes the same
-function with a chunked PyTorch selective scan and uses the kernels only when they are installed
-and the tensors are on a GPU. ``mamba_ssm`` is imported lazily, never at import time.
+function on CPU with a small compiled selective-scan kernel (``_scan_kernel.c``, built by
+``pip install``; a chunked PyTorch scan when it is missing) and uses the mamba-ssm kernels only when
+they are installed and the tensors are on a GPU. ``mamba_ssm`` is imported lazily, never at import time.
 """
 
 from .caduceus import Caduceus
@@ -10,7 +11,7 @@ from .config import CaduceusConfig, SsmConfig
 from .features import conjoined_hidden, ph_rc_hidden, ps_forward_hidden, ps_rc_hidden
 from .initialization import build_caduceus
 from .loading import CheckpointError, load_caduceus, save_caduceus
-from .scan import selective_scan, selective_scan_reference
+from .scan import scan_backend, selective_scan, selective_scan_reference
 from .tokenizer import COMPLEMENT_MAP, VOCAB, reverse_complement_ids, tokenize
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ps_rc_hidden",
     "reverse_complement_ids",
     "save_caduceus",
+    "scan_backend",
     "selective_scan",
     "selective_scan_reference",
     "tokenize",

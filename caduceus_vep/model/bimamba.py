@@ -8,6 +8,7 @@ its convolution, x_proj, dt_proj, A_log and D are its own.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .mamba import Mamba
@@ -23,13 +24,29 @@ class BiMamba(nn.Module):
         self.mamba_rev.in_proj = self.mamba_fwd.in_proj
         self.mamba_rev.out_proj = self.mamba_fwd.out_proj
 
+    #: Above this many tokens per call, batch rows go through one at a time: the same result,
+    #: with the [batch, L, 2 * d_inner] activations of only one row alive (long contexts on CPU).
+    max_tokens_per_call = 1 << 16
+
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden [B, L, d_model] -> [B, L, d_model]."""
+        batch, length = hidden.shape[:2]
+        if batch > 1 and batch * length > self.max_tokens_per_call:
+            return torch.cat([self._forward(row) for row in hidden.split(1)], dim=0)
+        return self._forward(hidden)
+
+    def _forward(self, hidden: Tensor) -> Tensor:
         # The projections are shared and act per position, so in_proj(flip(h)) = flip(in_proj(h))
         # and out_proj(a) + out_proj(b) = out_proj(a + b) (+ one extra bias): each projection
         # runs once instead of twice, the same function as fwd(h) + flip(rev(flip(h))).
+        # Intermediates are dropped as soon as possible to keep peak memory low at long L.
         xz = self.mamba_fwd.in_proj(hidden)
-        mixed = self.mamba_fwd.mix(xz) + self.mamba_rev.mix(xz.flip(1)).flip(1)
+        mixed = self.mamba_fwd.mix(xz)
+        xz = xz.flip(1)  # the unflipped copy is freed here
+        rev = self.mamba_rev.mix(xz).flip(1)
+        del xz
+        mixed = mixed + rev if torch.is_grad_enabled() else mixed.add_(rev)
+        del rev
         out = self.mamba_fwd.out_proj(mixed)
         if self.mamba_fwd.out_proj.bias is not None:
             out = out + self.mamba_fwd.out_proj.bias

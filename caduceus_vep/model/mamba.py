@@ -65,7 +65,7 @@ class Mamba(nn.Module):
                 weight = self.conv1d.weight.squeeze(1)
                 return kernel(x, weight, self.conv1d.bias, activation="silu")
         # Padding d_conv-1 on both sides, keep the first L outputs: output t sees inputs <= t only.
-        return F.silu(self.conv1d(x)[..., :length])
+        return F.silu(self.conv1d(x)[..., :length], inplace=not torch.is_grad_enabled())
 
     def mix(self, xz: Tensor) -> Tensor:
         """Everything between the two projections: in_proj output [B, L, 2*d_inner] -> gated y [B, L, d_inner].
@@ -80,12 +80,14 @@ class Mamba(nn.Module):
         # dt_proj's weight here, its bias inside the scan (before softplus), like the fused kernel.
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, d_inner, L]
         A = -torch.exp(self.A_log.float())
+        # The gate silu(z) is applied inside the scan (fused in the compiled CPU kernel and in
+        # mamba_ssm's); the fused kernel returns y as a view of a [B, L, d_inner] tensor, so the
+        # transpose below is free and out_proj reads contiguous rows.
         y = selective_scan(
             x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
         )
-        # Gate in [B, L, d_inner] layout, where z is contiguous along channels (same maths as z=...).
-        return y.transpose(1, 2) * F.silu(z)
+        return y.transpose(1, 2)
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden [B, L, d_model] -> [B, L, d_model]; causal along L."""

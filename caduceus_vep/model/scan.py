@@ -13,9 +13,19 @@ vectorised pass, the recurrence itself is a tight loop of one fused multiply-add
 the readout ``<C_t, h_t>`` is one batched contraction per chunk. Only ``[chunk, B, D, N]`` tensors
 are ever built, never the ``[B, D, L, N]`` tensor of the whole sequence. The loop only multiplies by
 factors in (0, 1], so nothing can overflow however large ``delta`` gets.
+
+On CPU, inference (no input requires grad) in fp32/bf16/fp16 normally runs a small fused C kernel
+instead (``_scan_kernel.c``, compiled by ``pip install``): it keeps the [d_state] state of 16
+channels in registers and fuses softplus, exp(delta*A), the update, the C readout, the D skip and
+the silu(z) gate, which makes the scan a small part of the forward. When the compiled module is
+missing (no C compiler at install time) the PyTorch scan is used, with a one-time logged warning.
+``scan_backend()`` says which implementation runs; ``CADUCEUS_VEP_SCAN=torch`` forces PyTorch.
 """
 
 from __future__ import annotations
+
+import logging
+import os
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +159,115 @@ def _cuda_kernel():
     return selective_scan_fn
 
 
+log = logging.getLogger(__name__)
+
+#: Environment variable choosing the CPU scan: "auto" (default: the compiled kernel when it
+#: imports), "torch" (always the PyTorch scan) or "fused" (the compiled kernel, error if missing).
+BACKEND_ENV = "CADUCEUS_VEP_SCAN"
+_cpu_kernel_cache: list = []  # [module or None], filled on first use
+
+
+def _cpu_kernel():
+    """The compiled ``_scan_kernel`` module, or None (warned about once) when it is not built."""
+    if not _cpu_kernel_cache:
+        try:
+            from . import _scan_kernel
+        except ImportError as exc:
+            _scan_kernel = None
+            log.warning(
+                "caduceus_vep: the compiled selective-scan kernel is not available (%s); using the "
+                "PyTorch scan, which is several times slower on CPU. Reinstall the package with a C "
+                "compiler present (pip install -e .) to build it.", exc,
+            )
+        _cpu_kernel_cache.append(_scan_kernel)
+    return _cpu_kernel_cache[0]
+
+
+def _cpu_choice() -> str:
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "torch", "fused"):
+        raise ValueError(f"{BACKEND_ENV} must be 'auto', 'torch' or 'fused', got {choice!r}")
+    return choice
+
+
+def scan_backend(device: str | torch.device = "cpu") -> str:
+    """Name of the selective scan that inference on ``device`` uses.
+
+    ``"fused-c"`` (the compiled CPU kernel), ``"torch-chunked"`` (the PyTorch scan) or
+    ``"mamba-ssm-cuda"`` (mamba_ssm's kernel, CUDA only). Training (inputs that require grad) and
+    fp64 always use ``"torch-chunked"`` on CPU.
+    """
+    if torch.device(device).type == "cuda":
+        return "mamba-ssm-cuda" if _cuda_kernel() is not None else "torch-chunked"
+    choice = _cpu_choice()
+    if choice == "torch":
+        return "torch-chunked"
+    if _cpu_kernel() is None:
+        if choice == "fused":
+            raise RuntimeError(f"{BACKEND_ENV}=fused but the compiled scan kernel is not available")
+        return "torch-chunked"
+    return "fused-c"
+
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _fused_applies(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, *rest: Tensor | None) -> bool:
+    tensors = [t for t in (u, delta, A, B, C, *rest) if t is not None]
+    if u.device.type != "cpu" or u.dtype not in _FUSED_DTYPES or B.dim() != 3 or C.dim() != 3:
+        return False
+    if not 1 <= A.shape[1] <= 64 or any(t.device.type != "cpu" or t.dtype == torch.float64 for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False  # the kernel has no backward: training uses the PyTorch scan
+    return scan_backend("cpu") == "fused-c"
+
+
+def selective_scan_fused(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    threads: int | None = None,
+) -> Tensor:
+    """The compiled CPU kernel (forward only, fp32 arithmetic); same arguments as ``selective_scan``.
+
+    Inputs may be strided views (no copies are made for fp32); the result is a [B, D, L] view of a
+    [B, L, D]-contiguous tensor, the layout the output projection wants. ``threads`` defaults to
+    ``torch.get_num_threads()``.
+    """
+    kernel = _cpu_kernel()
+    if kernel is None:
+        raise RuntimeError("the compiled scan kernel is not available")
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    if A.shape != (dim, n_state) or B.shape != (batch, n_state, length) or C.shape != B.shape:
+        raise ValueError(f"shape mismatch: u {tuple(u.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}")
+    if delta.shape != u.shape or (z is not None and z.shape != u.shape):
+        raise ValueError("delta and z must have the shape of u")
+    f32 = torch.float32
+    u, delta, B, C = (t.detach().to(f32) for t in (u, delta, B, C))
+    A = A.detach().to(f32).contiguous()
+    D = None if D is None else D.detach().to(f32).contiguous()
+    delta_bias = None if delta_bias is None else delta_bias.detach().to(f32).contiguous()
+    z = None if z is None else z.detach().to(f32)
+    out = torch.empty(batch, length, dim, dtype=f32).transpose(1, 2)  # [B, D, L] view
+    ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+    z_strides = z.stride() if z is not None else (0, 0, 0)
+    kernel.scan_f32(
+        ptr(u), ptr(delta), ptr(A), ptr(B), ptr(C), ptr(D), ptr(z), ptr(delta_bias), ptr(out),
+        batch, dim, length, n_state,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *z_strides, *out.stride(),
+        int(bool(delta_softplus)), int(threads if threads is not None else torch.get_num_threads()),
+    )
+    return out
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -162,8 +281,9 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` semantics; returns y of shape [B, D, L].
 
-    Uses the mamba_ssm CUDA kernel when the tensors live on a GPU and the package imports,
-    the chunked PyTorch implementation otherwise.
+    Uses the mamba_ssm CUDA kernel when the tensors live on a GPU and the package imports, the
+    compiled CPU kernel for CPU inference (see ``scan_backend``), the chunked PyTorch
+    implementation otherwise.
     """
     if u.is_cuda:
         kernel = _cuda_kernel()
@@ -175,4 +295,6 @@ def selective_scan(
                 delta_bias=None if delta_bias is None else delta_bias.float(),
                 delta_softplus=delta_softplus,
             )
+    elif _fused_applies(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)

@@ -1,0 +1,151 @@
+"""Zero-shot variant scores (no training): the MLM log-likelihood ratio and embedding distances.
+
+**LLR.** For a variant with ref context x (L tokens, the SNP at index i = L/2) and logits
+z = ``model.mlm_logits(x)[i]`` (the unmasked ref sequence; with ``mask_snp`` the SNP token is
+replaced by [MASK] first), the forward LLR is ``log p(alt) - log p(ref)`` with p = softmax(z) over
+the model's whole vocabulary, which equals ``z[alt] - z[ref]``. Only the ref context goes through
+the model (one pass per strand); the alt sequence is not needed for this definition. The RC LLR is the same on the
+reverse complement rc(x) at the mirrored index L-1-i with complemented alleles. ``llr`` is their
+mean. For Caduceus-PS the RC-equivariant head makes the two equal up to float rounding
+(``tests/test_zero_shot.py`` checks it), so by default its RC pass is skipped (llr_rc := llr_fwd),
+halving the cost. Scores are computed for the test-split variants only: nothing else is evaluated.
+
+**Distances.** From the embeddings parquet, with RC-averaged pooled vectors
+r = (ref_fwd + ref_rc) / 2 and a = (alt_fwd + alt_rc) / 2: ``l2`` = ||a - r||_2 and
+``cosine`` = 1 - cos(a, r).
+
+**Sign convention** for AUROC (higher score = more likely causal): ``score_llr = -llr`` (an alt
+allele the model finds unlikely is taken as more damaging), ``score_l2 = l2``,
+``score_cosine = cosine``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from caduceus_vep.embed import autocast_context, read_embeddings, resolve_device
+from caduceus_vep.evaluate import SOUND_BUCKETS, Bucket
+from caduceus_vep.genome import Genome
+from caduceus_vep.metrics import METRIC_COLUMNS, bootstrap_metrics
+from caduceus_vep.windows import fetch_context
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ["variant_id", "llr_fwd", "llr_rc", "llr", "l2", "cosine"]
+# Zero-shot "protocols" in the tables: name -> (column, sign making higher = more likely causal).
+ZERO_SHOT_SCORES = {"zero_shot_llr": ("llr", -1.0), "zero_shot_l2": ("l2", 1.0), "zero_shot_cosine": ("cosine", 1.0)}
+AUROC_COLUMNS = ["model", "protocol", "bucket", *METRIC_COLUMNS, "n_test", "n_test_pos", "note"]
+
+
+def snp_llr(model: torch.nn.Module, ids: torch.Tensor, snp_index: int, ref_ids: torch.Tensor, alt_ids: torch.Tensor,
+            mask_snp: bool = False, rc_pass: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and RC log-likelihood ratios [B] for ref contexts ``ids`` [B, L] (see module docstring).
+
+    ``rc_pass=False`` returns the forward LLR twice (valid for RC-equivariant models only).
+    """
+    from caduceus_vep.model import VOCAB, reverse_complement_ids
+    from caduceus_vep.model.tokenizer import COMPLEMENT_MAP
+
+    ids = ids.clone()
+    if mask_snp:
+        ids[:, snp_index] = VOCAB["[MASK]"]
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    comp = torch.as_tensor(COMPLEMENT_MAP, device=ids.device)
+    fwd = torch.log_softmax(model.mlm_logits(ids)[:, snp_index].float(), dim=-1)
+    mirrored = ids.shape[1] - 1 - snp_index
+    rc = torch.log_softmax(model.mlm_logits(reverse_complement_ids(ids))[:, mirrored].float(), dim=-1)
+    llr_fwd = fwd[rows, alt_ids] - fwd[rows, ref_ids]
+    llr_rc = rc[rows, comp[alt_ids]] - rc[rows, comp[ref_ids]]
+    return llr_fwd, llr_rc
+
+
+def llr_scores(windows: pd.DataFrame, genome: Genome, model: torch.nn.Module, *, batch_size: int = 16,
+               autocast_dtype: str = "float32", mask_snp: bool = False, rc_pass: bool | None = None) -> pd.DataFrame:
+    """variant_id, llr_fwd, llr_rc, llr for every row of a windows table (one model pass per strand).
+
+    ``rc_pass=None``: skip the RC pass for RC-equivariant (PS) models, run it otherwise.
+    """
+    from caduceus_vep.model import VOCAB, tokenize
+
+    device = next(model.parameters()).device
+    if rc_pass is None:
+        rc_pass = not getattr(model, "is_rcps", False)
+    parts = []
+    for start in range(0, len(windows), batch_size):
+        batch = windows.iloc[start:start + batch_size]
+        refs = [fetch_context(genome, r) for r in batch.itertuples()]
+        snp_index = (int(batch.context_end.iloc[0]) - int(batch.context_start.iloc[0])) // 2
+        ids = tokenize(refs).to(device)
+        ref_ids = torch.tensor([VOCAB[b] for b in batch.ref], device=device)
+        alt_ids = torch.tensor([VOCAB[b] for b in batch.alt], device=device)
+        with torch.inference_mode(), autocast_context(device, autocast_dtype):
+            f, r = snp_llr(model, ids, snp_index, ref_ids, alt_ids, mask_snp, rc_pass)
+        parts.append(np.stack([f.cpu().numpy(), r.cpu().numpy()], axis=1))
+    values = np.concatenate(parts) if parts else np.zeros((0, 2))
+    return pd.DataFrame({"variant_id": windows["variant_id"].to_numpy(), "llr_fwd": values[:, 0], "llr_rc": values[:, 1],
+                         "llr": values.mean(axis=1)})
+
+
+def embedding_distances(variant_ids: pd.Series, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
+    """L2 and cosine distance between the RC-averaged pooled ref and alt vectors, per variant."""
+    ref = (matrices["ref_fwd"].astype(np.float64) + matrices["ref_rc"]) / 2
+    alt = (matrices["alt_fwd"].astype(np.float64) + matrices["alt_rc"]) / 2
+    l2 = np.linalg.norm(alt - ref, axis=1)
+    norms = np.linalg.norm(alt, axis=1) * np.linalg.norm(ref, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = 1.0 - np.where(norms > 0, (alt * ref).sum(axis=1) / norms, np.nan)
+    return pd.DataFrame({"variant_id": variant_ids.to_numpy(), "l2": l2, "cosine": cosine})
+
+
+def score_variants(windows_path: str | os.PathLike[str], fasta: str | os.PathLike[str], embeddings_path: str | os.PathLike[str],
+                   model_spec: dict, settings: dict, threads: int = 1, variant_ids: set[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """All zero-shot scores (``SCORE_COLUMNS``) for one model and a provenance summary.
+
+    ``variant_ids`` restricts the model pass to those windows (None = all).
+    """
+    from caduceus_vep.model import load_caduceus
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # same reason as in the embedding driver: denormals are slow on x86
+    device = resolve_device(settings.get("device", "auto"))
+    windows = pd.read_parquet(windows_path)
+    if variant_ids is not None:
+        windows = windows[windows["variant_id"].isin(variant_ids)].reset_index(drop=True)
+    model = load_caduceus(model_spec["path"], revision=model_spec.get("revision"), device=str(device))
+    started = time.perf_counter()
+    with Genome(fasta) as genome:
+        llr = llr_scores(windows, genome, model, batch_size=int(settings.get("batch_size", 16)),
+                         autocast_dtype=settings.get("autocast_dtype", "float32"), mask_snp=bool(settings.get("mask_snp", False)))
+    seconds = time.perf_counter() - started
+    ids, matrices, _ = read_embeddings(embeddings_path)
+    scores = llr.merge(embedding_distances(ids["variant_id"], matrices), on="variant_id", how="left")
+    summary = {"model": {"name": model_spec["name"], **getattr(model, "provenance", {})}, "device": str(device),
+               "n_variants": len(windows), "llr_seconds": round(seconds, 3), "mask_snp": bool(settings.get("mask_snp", False)),
+               "rc_pass": not getattr(model, "is_rcps", False)}
+    return scores[SCORE_COLUMNS], summary
+
+
+def zero_shot_auroc(rows: pd.DataFrame, scores: pd.DataFrame, *, model: str, buckets: tuple[Bucket, ...] = SOUND_BUCKETS,
+                    bootstrap: int = 1000, seed: int = 1) -> pd.DataFrame:
+    """Per bucket and zero-shot score: AUROC/AUPRC with bootstrap CIs on the test rows.
+
+    ``rows`` are (variant, tissue) rows as in the SVM protocols, so a variant tested in k tissues
+    counts k times, exactly as in the SVM rows beside it.
+    """
+    test = rows[rows["split"] == "test"].merge(scores, on="variant_id", how="inner")
+    records = []
+    for protocol, (column, sign) in ZERO_SHOT_SCORES.items():
+        for bucket in buckets:
+            part = test[bucket.mask(test["distance_to_nearest_TSS"]).to_numpy()]
+            y = part["label"].to_numpy().astype(np.int64)
+            metrics = bootstrap_metrics(y, sign * part[column].to_numpy(), n_resamples=bootstrap, seed=seed)
+            note = "" if len(np.unique(y)) == 2 else "test bucket has one class or no rows; AUROC undefined"
+            records.append({"model": model, "protocol": protocol, "bucket": bucket.name, **metrics,
+                            "n_test": len(y), "n_test_pos": int(y.sum()), "note": note})
+    return pd.DataFrame(records, columns=AUROC_COLUMNS)

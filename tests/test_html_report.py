@@ -1,0 +1,53 @@
+"""End-to-end: the demo, the demo VCF scored, and `snakemake --report` as one self-contained HTML file."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pysam
+import pytest
+
+from test_workflow import copy_workflow, snakemake
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("report"))
+    snakemake(workdir, "--cores", "2", "all", "score_vcf")
+    snakemake(workdir, "--report", "report.html")
+    return workdir
+
+
+@pytest.mark.slow
+def test_html_report_is_produced_with_tables_figures_and_provenance(scored_run):
+    html = (scored_run / "report.html").read_text(errors="replace")
+    assert len(html) > 10_000
+    for name in ("vep_auroc.png", "roc_sound.png", "vep_auroc_sound.tsv", "provenance.json", "vep_reference.tsv"):
+        assert name in html, name
+
+
+@pytest.mark.slow
+def test_report_tables_show_both_protocols_and_zero_shot(scored_run):
+    out = scored_run / "results/demo"
+    sound = pd.read_csv(out / "tables/vep_auroc_sound.tsv", sep="\t")
+    assert set(sound["protocol"]) == {"sound", "zero_shot_llr", "zero_shot_l2", "zero_shot_cosine"}
+    rows = sound[sound.protocol == "sound"]
+    assert len(rows) == 2 and (rows[[f"{b} auroc" for b in ("0-30kb", "30-100kb", ">100kb")]].mean(axis=1) > 0.6).all()
+    assert ((rows["0-30kb auroc_lo"] <= rows["0-30kb auroc"]) & (rows["0-30kb auroc"] <= rows["0-30kb auroc_hi"])).all()
+    md = (out / "tables/vep_auroc.md").read_text()
+    assert "| paper |" in md and "| sound |" in md and "zero_shot_llr" in md and "approximate" in md
+    assert (out / "figures/roc_sound.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_scoring_the_demo_vcf_gives_a_valid_vcf(scored_run):
+    out = scored_run / "results/demo/score"
+    records = list(pysam.VariantFile(str(out / "demo_vcf.scored.vcf")))
+    source = list(pysam.VariantFile(str(scored_run / "resources/demo/variants.vcf")))
+    assert len(records) == len(source)
+    scored = [r for r in records if "CVEP_CADUCEUS_PS_P" in r.info]
+    assert len(scored) > 0.9 * len(source)
+    assert all(0 <= v <= 1 for r in scored for v in r.info["CVEP_CADUCEUS_PS_P"] if v is not None)
+    table = pd.read_csv(out / "demo_vcf.scores.tsv", sep="\t")
+    assert table["id"].notna().all() and "caduceus_ph_llr" in table.columns
+    auroc = pd.read_csv(out / "demo_vcf.auroc.tsv", sep="\t")
+    assert {"p", "llr", "l2", "cosine"} <= set(auroc["score"])  # the demo VCF has labels (INFO/CAUSAL)

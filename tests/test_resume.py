@@ -1,0 +1,96 @@
+"""Kill the demo run mid-embedding (SIGKILL), resume it, and get exactly an uninterrupted run's result;
+then a second run under another run_name takes every feature from the cache without running the model."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caduceus_vep.embed import read_embeddings
+from test_workflow import SNAKEMAKE, copy_workflow, snakemake
+
+MODELS = ("caduceus_ps", "caduceus_ph")
+TABLES = ["tables/vep_auroc.tsv", "tables/vep_auroc.md", "tables/vep_auroc_per_seed.tsv"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("clean"))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def kill_when_a_checkpoint_appears(workdir: Path, timeout_s: float = 600) -> Path:
+    """Start the demo run, SIGKILL its whole process group once a shard has checkpointed a chunk."""
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "2"], cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            chunks = sorted((workdir / "results/demo/embeddings/work").glob("*/*/chunk-*.parquet"))
+            if chunks:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+                return chunks[0]
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended (rc {proc.returncode}) before any checkpoint appeared")
+            time.sleep(0.1)
+        pytest.fail("no checkpoint chunk appeared in time")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def comparable(meta: dict) -> dict:
+    """Embedding metadata without the checkout's absolute path (the two runs live in different folders)."""
+    return {**meta, "model": {k: v for k, v in meta["model"].items() if k != "resolved_path"}}
+
+
+def test_killed_run_resumes_from_checkpoints_to_the_uninterrupted_result(clean_run, tmp_path):
+    workdir = copy_workflow(tmp_path / "killed")
+    chunk = kill_when_a_checkpoint_appears(workdir)
+    model, shard_dir = chunk.parent.parent.name, chunk.parent.name  # work/<model>/shard-<k>-of-<n>/
+    shard_file = workdir / f"results/demo/embeddings/shards/{model}/{shard_dir.removeprefix('shard-')}.parquet"
+    assert not shard_file.exists(), "the kill came too late: the shard had finished"
+    time.sleep(1)  # nothing may still be running (the job was in the killed process group)
+    survivors = sorted((workdir / "results/demo/embeddings/work").glob("*/*/chunk-*.parquet"))
+    assert chunk in survivors
+
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2", "--rerun-incomplete")
+    log = (workdir / f"results/demo/logs/embed/{model}.{shard_dir}.log").read_text()
+    resumed = int(re.search(r"(\d+) resumed from checkpoints", log).group(1))
+    assert resumed >= 32, log  # at least the chunk we saw (embed.checkpoint_every: 32) was not recomputed
+
+    for name in MODELS:
+        ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/embeddings/{name}.parquet")
+        ids_b, mats_b, meta_b = read_embeddings(workdir / f"results/demo/embeddings/{name}.parquet")
+        assert ids_a.equals(ids_b)
+        for column in mats_a:
+            np.testing.assert_array_equal(mats_a[column], mats_b[column])  # bit for bit
+        assert comparable(meta_a) == comparable(meta_b)
+    for table in TABLES:
+        assert (clean_run / "results/demo" / table).read_bytes() == (workdir / "results/demo" / table).read_bytes(), table
+
+
+def test_second_run_name_takes_every_feature_from_the_cache(clean_run):
+    targets = [f"results/demo_again/embeddings/{m}.parquet" for m in MODELS]
+    snakemake(clean_run, "--cores", "2", "--config", "run_name=demo_again", "--", *targets)
+    for name in MODELS:
+        for shard in (0, 1):
+            log = (clean_run / f"results/demo_again/logs/embed/{name}.shard-{shard}-of-2.log").read_text()
+            assert re.search(r"done: (\d+) variants, 0 computed, \1 from the cache", log), log
+        ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/embeddings/{name}.parquet")
+        ids_b, mats_b, meta_b = read_embeddings(clean_run / f"results/demo_again/embeddings/{name}.parquet")
+        assert ids_a.equals(ids_b) and meta_a == meta_b
+        for column in mats_a:
+            np.testing.assert_array_equal(mats_a[column], mats_b[column])
