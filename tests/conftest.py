@@ -32,3 +32,16 @@ def small_genome(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 EQTL_HEADER = "CHROM,POS,SNP,REF,ALT,label,split,tissue,distance_to_nearest_TSS"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Unit tests use tiny models: thread hand-offs cost more than they save, and on a busy
+    machine oversubscribed threads make them many times slower. (Workflow tests run in
+    subprocesses and set their own threads.)"""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -11,14 +11,6 @@ import torch
 from caduceus_vep.model import Caduceus, CaduceusConfig, build_caduceus
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These models are tiny: thread hand-offs cost more than they save, and on a busy machine
-    # oversubscribed threads make the tests many times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 RELEASED_PS = {

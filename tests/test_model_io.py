@@ -18,14 +18,6 @@ from caduceus_vep.model import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These models are tiny: thread hand-offs cost more than they save, and on a busy machine
-    # oversubscribed threads make the tests many times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small_config(rcps: bool) -> CaduceusConfig:

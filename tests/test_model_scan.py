@@ -9,14 +9,6 @@ from caduceus_vep.model import selective_scan, selective_scan_reference
 from caduceus_vep.model.scan import selective_scan_torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These models are tiny: thread hand-offs cost more than they save, and on a busy machine
-    # oversubscribed threads make the tests many times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _inputs(length: int, dtype: torch.dtype, seed: int = 0, batch: int = 2, d_inner: int = 6, n: int = 4):

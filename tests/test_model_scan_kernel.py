@@ -16,12 +16,6 @@ from caduceus_vep.model.scan import selective_scan_fused
 from caduceus_vep.model import _scan_kernel as kernel  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _inputs(length, seed=0, batch=2, d_inner=37, n=16, dtype=torch.float32):
