@@ -34,6 +34,25 @@ def small_genome(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 EQTL_HEADER = "CHROM,POS,SNP,REF,ALT,label,split,tissue,distance_to_nearest_TSS"
 
 
+def random_scan_inputs(length: int, *, dtype=None, seed: int = 0, batch: int = 2, d_inner: int = 6, n: int = 4) -> dict:
+    """Seeded selective-scan arguments (mamba_ssm layout) with every optional input present."""
+    import torch
+
+    dtype = dtype or torch.float32
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
+    return dict(
+        u=r(batch, d_inner, length),
+        delta=torch.rand(batch, d_inner, length, generator=g, dtype=dtype) * 0.5,
+        A=-torch.exp(r(d_inner, n)),
+        B=r(batch, n, length),
+        C=r(batch, n, length),
+        D=r(d_inner),
+        z=r(batch, d_inner, length),
+        delta_bias=r(d_inner) * 0.5,
+    )
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """Unit tests use tiny models: thread hand-offs cost more than they save, and on a busy

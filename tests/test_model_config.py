@@ -11,8 +11,6 @@ import torch
 from caduceus_vep.model import Caduceus, CaduceusConfig, build_caduceus
 
 
-
-
 RELEASED_PS = {
     "_name_or_path": "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16",
     "architectures": ["CaduceusForMaskedLM"],

@@ -18,8 +18,6 @@ from caduceus_vep.model import (
 )
 
 
-
-
 def small_config(rcps: bool) -> CaduceusConfig:
     return CaduceusConfig.from_dict(dict(
         d_model=16, n_layer=2, vocab_size=16, rcps=rcps, residual_in_fp32=False,

@@ -19,8 +19,6 @@ from caduceus_vep.model import (
 from caduceus_vep.model.mamba import Mamba
 
 
-
-
 def small_config(rcps: bool, **overrides) -> CaduceusConfig:
     d = dict(
         d_model=16, n_layer=2, vocab_size=12, rcps=rcps, residual_in_fp32=False,

@@ -7,30 +7,14 @@ import torch
 
 from caduceus_vep.model import selective_scan, selective_scan_reference
 from caduceus_vep.model.scan import selective_scan_torch
-
-
-
-
-def _inputs(length: int, dtype: torch.dtype, seed: int = 0, batch: int = 2, d_inner: int = 6, n: int = 4):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
-    return dict(
-        u=r(batch, d_inner, length),
-        delta=torch.rand(batch, d_inner, length, generator=g, dtype=dtype) * 0.5,
-        A=-torch.exp(r(d_inner, n)),
-        B=r(batch, n, length),
-        C=r(batch, n, length),
-        D=r(d_inner),
-        z=r(batch, d_inner, length),
-        delta_bias=r(d_inner) * 0.5,
-    )
+from conftest import random_scan_inputs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("length", [1, 2, 7, 63, 64, 65, 200, 513])
 @pytest.mark.parametrize("extras", ["none", "all", "z_only", "softplus_bias"])
 def test_scan_matches_reference(length, dtype, extras):
-    x = _inputs(length, dtype)
+    x = random_scan_inputs(length, dtype=dtype)
     kwargs = {}
     if extras == "all":
         kwargs = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
@@ -48,7 +32,7 @@ def test_scan_matches_reference(length, dtype, extras):
 
 @pytest.mark.parametrize("chunk", [1, 3, 64, 1000])
 def test_chunk_size_does_not_change_result(chunk):
-    x = _inputs(130, torch.float64)
+    x = random_scan_inputs(130, dtype=torch.float64)
     args = [x[k] for k in ("u", "delta", "A", "B", "C")]
     want = selective_scan_reference(*args, D=x["D"], z=x["z"])
     got = selective_scan_torch(*args, D=x["D"], z=x["z"], chunk=chunk)
@@ -57,7 +41,7 @@ def test_chunk_size_does_not_change_result(chunk):
 
 def test_huge_steps_stay_finite():
     # delta*A of -1e4 per step: any exp(-cumsum) formulation would overflow.
-    x = _inputs(300, torch.float32)
+    x = random_scan_inputs(300, dtype=torch.float32)
     delta = torch.full_like(x["delta"], 1e3)
     got = selective_scan(x["u"], delta, x["A"] * 10, x["B"], x["C"])
     want = selective_scan_reference(x["u"], delta, x["A"] * 10, x["B"], x["C"])
@@ -66,7 +50,7 @@ def test_huge_steps_stay_finite():
 
 
 def test_gradients_flow_and_match_reference():
-    x = _inputs(70, torch.float64)
+    x = random_scan_inputs(70, dtype=torch.float64)
     leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "B", "C")}
     args = lambda d: [d["u"], d["delta"], x["A"], d["B"], d["C"]]  # noqa: E731
     selective_scan_torch(*args(leaves), D=x["D"], chunk=16).sum().backward()
@@ -77,7 +61,7 @@ def test_gradients_flow_and_match_reference():
 
 
 def test_half_precision_inputs_accumulate_in_fp32():
-    x = _inputs(50, torch.float32)
+    x = random_scan_inputs(50, dtype=torch.float32)
     args = [x[k].to(torch.bfloat16) for k in ("u", "delta", "A", "B", "C")]
     got = selective_scan(*args)
     assert got.dtype == torch.bfloat16

@@ -14,24 +14,12 @@ from caduceus_vep.model.scan import selective_scan_fused
 # No skip: `pip install -e .` builds the kernel wherever gcc exists (CI included); a missing build
 # must fail the suite, not silently fall back to the 5x slower PyTorch scan.
 from caduceus_vep.model import _scan_kernel as kernel  # noqa: E402
+from conftest import random_scan_inputs
 
 
-
-
-def _inputs(length, seed=0, batch=2, d_inner=37, n=16, dtype=torch.float32):
-    # d_inner = 37: two full 16-channel blocks and a partial one.
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
-    return dict(
-        u=r(batch, d_inner, length),
-        delta=torch.rand(batch, d_inner, length, generator=g, dtype=dtype) * 0.5,
-        A=-torch.exp(r(d_inner, n)),
-        B=r(batch, n, length),
-        C=r(batch, n, length),
-        D=r(d_inner),
-        z=r(batch, d_inner, length),
-        delta_bias=r(d_inner) * 0.5,
-    )
+def _inputs(length, **options):
+    # d_inner = 37: two full 16-channel blocks and a partial one; n = 16 as in the checkpoints.
+    return random_scan_inputs(length, **{"d_inner": 37, "n": 16, **options})
 
 
 EXTRAS = {
