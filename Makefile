@@ -24,15 +24,17 @@ venv: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES)
 	@echo
-	@cat results/demo/tables/vep_auroc.md
+	@cat results/demo/eqtl/tables/vep_auroc.md
 	@echo
-	@echo "Results: results/demo/ (tables/, figures/vep_auroc.png, provenance.json; logs in results/demo/logs/)"
+	@echo "Results: results/demo/eqtl/ (tables/, figures/vep_auroc.png, provenance.json), results/demo/demo_vcf/scores/ (the scored VCF); logs in results/demo/logs/"
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/ruff check .
 
 clean-demo:
 	rm -rf results/demo .snakemake

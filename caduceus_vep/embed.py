@@ -22,29 +22,20 @@ in ``caduceus_vep.shards``, the content-addressed feature cache in ``caduceus_ve
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from caduceus_vep.atomic import atomic_path
+from caduceus_vep.feature_file import DIGEST_COLUMN, FEATURE_COLUMNS, METADATA_KEY, FeatureBlock, read_block, read_embeddings, write_block, write_embeddings  # noqa: F401  (re-exported: the old home of the format)
 from caduceus_vep.genome import Genome
 from caduceus_vep.windows import alt_sequence, fetch_context
 
 log = logging.getLogger(__name__)
 
-FEATURE_COLUMNS = ("ref_fwd", "alt_fwd", "ref_rc", "alt_rc")
-# SHA-256 (first 32 hex digits) of the exact ref context string that was embedded: part of the
-# cache key, and provenance of which sequence (genome build, N padding) stands behind each vector.
-DIGEST_COLUMN = "context_sha256"
-METADATA_KEY = b"caduceus_vep"
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -108,6 +99,16 @@ def pooled_features(model: torch.nn.Module, input_ids: torch.Tensor, pool: tuple
     return fwd[:, start:end].float().mean(dim=1), rc[:, start:end].float().mean(dim=1)
 
 
+def feature_width(model: torch.nn.Module) -> int:
+    """Width of one pooled feature vector of ``model`` (d_model for PS and Ph), from a 2-token pass."""
+    from caduceus_vep.model import tokenize
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        fwd, _ = pooled_features(model, tokenize(["AC"]).to(device), (0, 2))
+    return int(fwd.shape[-1])
+
+
 def context_sequences(rows: pd.DataFrame, genome: Genome) -> tuple[list[str], list[str]]:
     """Ref and alt context strings of windows rows (the SNP at index L/2 of each context)."""
     refs = [fetch_context(genome, r) for r in rows.itertuples(index=False)]
@@ -168,72 +169,3 @@ def embed_windows(
     return frame
 
 
-@dataclass
-class FeatureBlock:
-    """Features of N variants in one table: ids, context digests, and four [N, H] float32 matrices."""
-
-    variant_id: list[str]
-    context_sha256: list[str]
-    matrices: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.variant_id)
-
-    def take(self, index: Sequence[int]) -> FeatureBlock:
-        """The rows at ``index``, in that order."""
-        idx = np.asarray(index, dtype=np.int64)
-        return FeatureBlock([self.variant_id[i] for i in idx], [self.context_sha256[i] for i in idx],
-                            {c: m[idx] for c, m in self.matrices.items()})
-
-    @staticmethod
-    def concat(blocks: Sequence[FeatureBlock]) -> FeatureBlock:
-        """Rows of ``blocks`` one after the other (empty blocks, whose width may be 0, are dropped)."""
-        blocks = [b for b in blocks if len(b)]
-        if not blocks:
-            return FeatureBlock([], [], {c: np.zeros((0, 0), np.float32) for c in FEATURE_COLUMNS})
-        return FeatureBlock([v for b in blocks for v in b.variant_id], [d for b in blocks for d in b.context_sha256],
-                            {c: np.concatenate([b.matrices[c] for b in blocks]) for c in FEATURE_COLUMNS})
-
-
-def write_block(block: FeatureBlock, path: str | os.PathLike[str], metadata: dict) -> None:
-    """Write a feature block as parquet (fixed-size float32 lists) with ``metadata`` in the schema, atomically."""
-    arrays = {"variant_id": pa.array([str(v) for v in block.variant_id], type=pa.string()),
-              DIGEST_COLUMN: pa.array([str(d) for d in block.context_sha256], type=pa.string())}
-    for column in FEATURE_COLUMNS:
-        matrix = np.ascontiguousarray(block.matrices[column], dtype=np.float32)
-        width = matrix.shape[1] if matrix.ndim == 2 else 0
-        arrays[column] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), width)
-    table = pa.table(arrays).replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str)})
-    with atomic_path(path, suffix=".parquet") as tmp:
-        # Byte-stream-split + zstd: float32 features shrink ~35 % against the default dictionary +
-        # snappy (3.4 vs 5.4 KB per variant at d_model 256); ids are unique, so no dictionary.
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=False,
-                       use_byte_stream_split=[f"{c}.list.element" for c in FEATURE_COLUMNS])
-
-
-def read_block(path: str | os.PathLike[str]) -> tuple[FeatureBlock, dict]:
-    """Read a feature parquet written by :func:`write_block` (or :func:`write_embeddings`): ``(block, metadata)``."""
-    table = pq.read_table(path)
-    meta = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    ids = table.column("variant_id").to_pylist()
-    digests = table.column(DIGEST_COLUMN).to_pylist() if DIGEST_COLUMN in table.column_names else [""] * len(ids)
-    matrices = {}
-    for column in FEATURE_COLUMNS:
-        arr = table.column(column).combine_chunks()
-        width = arr.type.list_size
-        matrices[column] = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), width)
-    return FeatureBlock(ids, digests, matrices), meta
-
-
-def write_embeddings(frame: pd.DataFrame, path: str | os.PathLike[str], metadata: dict) -> None:
-    """Write a frame of ``variant_id`` + per-row feature arrays (and optionally ``context_sha256``) atomically."""
-    n = len(frame)
-    matrices = {c: np.stack(frame[c].to_numpy()).astype(np.float32) if n else np.zeros((0, 0), np.float32) for c in FEATURE_COLUMNS}
-    digests = frame[DIGEST_COLUMN].astype(str).tolist() if DIGEST_COLUMN in frame else [""] * n
-    write_block(FeatureBlock(frame["variant_id"].astype(str).tolist(), digests, matrices), path, metadata)
-
-
-def read_embeddings(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
-    """Read an embeddings parquet: ``(ids frame, {column: [N, H] float32 matrix}, metadata)``."""
-    block, meta = read_block(path)
-    return pd.DataFrame({"variant_id": block.variant_id, DIGEST_COLUMN: block.context_sha256}), block.matrices, meta

@@ -1,11 +1,15 @@
-"""Random access to an indexed reference FASTA (plain FASTA + ``.fai``, or bgzip + ``.fai``/``.gzi``)."""
+"""Random access to an indexed reference FASTA: plain FASTA + ``.fai``, or bgzip + ``.fai``/``.gzi``.
+
+Read through htslib (pysam), which handles both layouts and builds a missing index; a plain-gzip
+(non-BGZF) FASTA cannot be read at random and is refused with a message saying how to fix it.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pyfaidx
+import pysam
 
 # A byte table instead of a regex: sanitising a 131 kb context per variant is on the hot path of
 # the windows and embed stages, and bytes.translate is ~20x faster than re.sub here.
@@ -31,19 +35,50 @@ def sanitise(sequence: str) -> str:
     return sequence.upper().encode("ascii", "replace").translate(_TO_ACGTN).decode("ascii")
 
 
+def _is_plain_gzip(path: Path) -> bool:
+    """gzip magic without the BGZF extra field (``BC``): compressed, but not at random-access blocks."""
+    with open(path, "rb") as handle:
+        head = handle.read(18)
+    return head[:2] == b"\x1f\x8b" and not (len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC")
+
+
+def index_fasta(fasta: str | os.PathLike[str]) -> list[Path]:
+    """Write the ``.fai`` (and ``.gzi`` for bgzip) of a FASTA; returns the index paths."""
+    path = Path(fasta)
+    if not path.exists():
+        raise GenomeError(f"{path}: FASTA not found")
+    if _is_plain_gzip(path):
+        raise GenomeError(f"{path}: gzip-compressed but not with bgzip, so it cannot be indexed for random access; "
+                          f"recompress it with `zcat {path.name} | bgzip > {path.stem}.bgz.fa.gz` (or decompress it)")
+    try:
+        pysam.faidx(str(path))
+    except pysam.SamtoolsError as err:
+        raise GenomeError(f"{path}: cannot index as a FASTA ({str(err).strip()})") from err
+    out = [Path(str(path) + ".fai")]
+    if Path(str(path) + ".gzi").exists():
+        out.append(Path(str(path) + ".gzi"))
+    return out
+
+
 class Genome:
-    """A reference genome read lazily through pyfaidx; never loads whole chromosomes."""
+    """A reference genome read lazily through htslib; never loads whole chromosomes.
+
+    A FASTA without its index gets one written beside it (as samtools faidx would).
+    """
 
     def __init__(self, fasta: str | os.PathLike[str]) -> None:
         self.path = Path(fasta)
         if not self.path.exists():
             raise GenomeError(f"{self.path}: FASTA not found")
+        if not Path(str(self.path) + ".fai").exists():
+            index_fasta(self.path)
+        if _is_plain_gzip(self.path):
+            index_fasta(self.path)  # raises with the bgzip advice
         try:
-            # build_index=True writes a .fai beside a FASTA that lacks one (pyfaidx's default).
-            self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=True, rebuild=False)
-        except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, OSError, ValueError) as err:
+            self._fasta = pysam.FastaFile(str(self.path))
+        except (OSError, ValueError) as err:
             raise GenomeError(f"{self.path}: cannot open as an indexed FASTA ({err})") from err
-        self.contig_lengths: dict[str, int] = {name: len(rec) for name, rec in self._fasta.records.items()}
+        self.contig_lengths: dict[str, int] = dict(zip(self._fasta.references, self._fasta.lengths))
         # First FASTA name per key wins, so a FASTA holding both "1" and "chr1" still resolves exact names first.
         self._by_key: dict[str, str] = {}
         for name in self.contig_lengths:
@@ -71,4 +106,6 @@ class Genome:
             raise GenomeError(f"{self.path}: unknown contig {contig!r}")
         if not 0 <= start <= end <= length:
             raise GenomeError(f"{self.path}: region {contig}:{start}-{end} outside 0-{length}")
-        return sanitise(self._fasta[contig][start:end])
+        if start == end:
+            return ""
+        return sanitise(self._fasta.fetch(contig, start, end))

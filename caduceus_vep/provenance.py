@@ -49,7 +49,8 @@ def git_revision(directory: str | os.PathLike[str]) -> str | None:
     """The workflow's git commit (with ``-dirty`` when the tree has changes), if it is a checkout."""
     try:
         commit = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
@@ -63,3 +64,13 @@ def environment() -> dict:
 def write_json(path: str | os.PathLike[str], payload: dict) -> None:
     """Pretty, key-sorted JSON written atomically."""
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def download_records(inputs: dict[str, str | os.PathLike[str]]) -> dict:
+    """Download provenance written beside fetched inputs (``<file>.download.json``), where present."""
+    records = {}
+    for name, p in inputs.items():
+        candidate = Path(str(p) + ".download.json")
+        if candidate.exists():
+            records[name] = json.loads(candidate.read_text())
+    return records

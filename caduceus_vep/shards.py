@@ -36,8 +36,8 @@ import torch
 from tqdm import tqdm
 
 from caduceus_vep.atomic import write_text_atomic
-from caduceus_vep.embed import (FEATURE_COLUMNS, EmbedSettings, FeatureBlock, context_sequences, embed_sequences,
-                                read_block, resolve_device, write_block)
+from caduceus_vep.devices import embed_device
+from caduceus_vep.embed import FEATURE_COLUMNS, EmbedSettings, FeatureBlock, context_sequences, embed_sequences, feature_width, read_block, write_block
 from caduceus_vep.embed_cache import FeatureCache, cache_key, context_digest
 from caduceus_vep.genome import Genome
 
@@ -107,7 +107,13 @@ class WorkFolder:
         path = self.part(index)
         if not path.exists():
             return None
-        block, _ = read_block(path)
+        try:
+            block, _ = read_block(path)
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            # A damaged checkpoint costs one chunk of recomputation, never the job.
+            log.warning("checkpoint %s is unreadable (%s); recomputing that chunk", path, err)
+            path.unlink(missing_ok=True)
+            return None
         return block if block.variant_id == expected_ids else None
 
     def write(self, index: int, block: FeatureBlock) -> None:
@@ -145,10 +151,11 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
     # The scan's decay factors underflow into denormal floats, which x86 CPUs process up to ~100x
     # slower; flushing them to zero changes nothing above 1e-38.
     torch.set_flush_denormal(True)
-    device = resolve_device(settings.device)
-    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
-        # Several GPUs in one box (snakemake --resources gpu=N): spread the shards over them.
-        device = torch.device("cuda", job.shard % torch.cuda.device_count())
+    # Shard k on GPU k mod N of this box (the first free one when jobs share GPUs); in a Slurm job the
+    # GPU that Slurm gave it (caduceus_vep.devices).
+    choice = embed_device(settings.device, job.shard)
+    device = torch.device(choice.device)
+    log.info("%s", choice.reason)
     windows = pd.read_parquet(windows_path)
     lo, hi = shard_bounds(len(windows), job.shard, job.shards)
     rows = windows.iloc[lo:hi].reset_index(drop=True)
@@ -202,7 +209,8 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
         "attempt": {**{k: counts[k] for k in ("computed", "cached", "resumed")}, "seconds": round(seconds, 3),
                     "computed_per_second": round(counts["computed"] / seconds, 4) if seconds > 0 else None},
     }
-    write_block(FeatureBlock.concat(blocks), output, summary)
+    # A shard with no variants (a dataset with nothing scorable) still writes a valid, empty file.
+    write_block(FeatureBlock.concat(blocks) if rows.shape[0] else FeatureBlock.empty(feature_width(model)), output, summary)
     work.remove()  # the shard file is the checkpoint now
     log.info("shard %d of %d done: %d variants, %d computed, %d from the cache, %d resumed from checkpoints, %.1f s",
              job.shard, job.shards, len(rows), counts["computed"], counts["cached"], counts["resumed"], seconds)

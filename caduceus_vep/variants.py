@@ -27,13 +27,14 @@ import numpy as np
 import pandas as pd
 
 from caduceus_vep.genome import contig_key
+from caduceus_vep.settings import dataset_defaults
 
 EQTL_COLUMNS = ["CHROM", "POS", "SNP", "REF", "ALT", "label", "split", "tissue", "distance_to_nearest_TSS"]
 NORMALISED_COLUMNS = [
     "variant_id", "chrom", "pos", "ref", "alt", "snp", "label", "split", "tissue",
     "distance_to_nearest_TSS", "source_line",
 ]
-SKIPPED_COLUMNS = ["source", "line", "chrom", "pos", "ref", "alt", "reason"]
+SKIPPED_COLUMNS = ["source", "line", "id", "chrom", "pos", "ref", "alt", "reason"]
 RAW_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "label", "split", "tissue", "distance"]
 TABLE_REQUIRED = ["chrom", "pos", "ref", "alt"]
 # Column names accepted in a user's table (case-insensitive) -> raw column.
@@ -69,16 +70,26 @@ class VariantTable:
             self.n_input_alleles = self.n_input_records
 
 
+_DEFAULTS = dataset_defaults()  # the schema's datasets.<name> defaults: the one place they live
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """How to read labels, tissues, splits and TSS distances that the file itself may not carry."""
 
-    label_info: str | None = None        # VCF INFO field with 0/1 labels
-    distance_info: str | None = None     # VCF INFO field with the distance to the nearest TSS
-    label_column: str = "label"          # table column with 0/1 labels
-    tissue: str = "NA"                   # tissue for records without one
-    test_chromosomes: tuple[str, ...] = ("chr9", "chr10")
+    label_info: str | None = _DEFAULTS["label_info"]            # VCF INFO field with 0/1 labels
+    distance_info: str | None = _DEFAULTS["distance_info"]      # VCF INFO field with the distance to the nearest TSS
+    label_column: str = _DEFAULTS["label_column"]               # table column with 0/1 labels
+    tissue: str = _DEFAULTS["tissue"]                           # tissue for records without one
+    test_chromosomes: tuple[str, ...] = tuple(_DEFAULTS["test_chromosomes"])
     strict_labels: bool = False          # the benchmark table: every row needs 0/1 (no unlabelled rows)
+
+
+def read_options_from_config(options: dict) -> ReadOptions:
+    """:class:`ReadOptions` from a ``datasets.<name>`` config entry (complete: the schema filled it)."""
+    return ReadOptions(label_info=options["label_info"], distance_info=options["distance_info"],
+                       label_column=options["label_column"], tissue=options["tissue"],
+                       test_chromosomes=tuple(options["test_chromosomes"]))
 
 
 def make_variant_id(chrom: str, pos: int, ref: str, alt: str) -> str:
@@ -116,7 +127,9 @@ def _read_chunks(handle, path: Path, line_offset: int, **kwargs) -> Iterator[pd.
         return  # a header and no records: nothing to read, not an error
     except pd.errors.ParserError as err:
         match = _PARSER_LINE.search(str(err))
-        where = f"line {int(match.group(1)) + line_offset}" if match else f"after line {last}"
+        # pandas counts from the first line it reads, the header included when it parses one.
+        counted_header = 1 if kwargs.get("header") == 0 else 0
+        where = f"line {int(match.group(1)) + line_offset - counted_header}" if match else f"after line {last}"
         raise VariantInputError(f"{path}, {where}: wrong number of columns ({str(err).strip()})") from err
     except (EOFError, gzip.BadGzipFile, OSError, UnicodeDecodeError) as err:
         raise VariantInputError(f"{path}, after line {last}: cannot read on (truncated or corrupt file? {err})") from err
@@ -201,12 +214,14 @@ def _raw_from_table(chunk: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFram
     return raw
 
 
-def _vcf_header(handle, path: Path) -> tuple[int, list[str]]:
-    """Consume the header; return (header line count, #CHROM columns)."""
+def _vcf_header(handle, path: Path, meta: list[str] | None = None) -> tuple[int, list[str]]:
+    """Consume the header; return (header line count, #CHROM columns); ``meta`` collects the ## lines."""
     n = 0
     for line in handle:
         n += 1
         if line.startswith("##"):
+            if meta is not None:
+                meta.append(line.rstrip("\n"))
             continue
         if line.startswith("#CHROM"):
             return n, line.rstrip("\n").split("\t")
@@ -219,11 +234,13 @@ def _vcf_header(handle, path: Path) -> tuple[int, list[str]]:
 
 def _vcf_text_chunks(path: Path, options: ReadOptions) -> Iterator[pd.DataFrame]:
     """A plain or bgzipped VCF, parsed with pandas (exact line numbers; sample columns ignored)."""
+    meta: list[str] = []
     try:
         handle = _open_text(path)
-        n_header, columns = _vcf_header(handle, path)
+        n_header, columns = _vcf_header(handle, path, meta)
     except (EOFError, gzip.BadGzipFile, OSError) as err:
         raise VariantInputError(f"{path}: cannot read the VCF header (truncated or corrupt file? {err})") from err
+    numbers = _info_numbers(meta, path, options)
     with handle:
         if len(columns) < 8:
             raise VariantInputError(f"{path}, line {n_header}: the #CHROM line has {len(columns)} columns, a VCF needs at least 8")
@@ -234,16 +251,65 @@ def _vcf_text_chunks(path: Path, options: ReadOptions) -> Iterator[pd.DataFrame]
             info = chunk[7]
             yield pd.DataFrame({
                 "chrom": chunk[0], "pos": chunk[1], "id": chunk[2], "ref": chunk[3], "alt": chunk[4],
-                "label": _info_values(info, options.label_info), "split": "", "tissue": "",
-                "distance": _info_values(info, options.distance_info), "line": chunk["line"],
+                "label": _info_values(info, options.label_info, numbers.get("label")), "split": "", "tissue": "",
+                "distance": _info_values(info, options.distance_info, numbers.get("distance")), "line": chunk["line"],
                 "_short": (chunk[list(range(8))] == "").any(axis=1) & ~(chunk[list(range(8))] == "").all(axis=1),
+                "_per_allele": ",".join(f"{k}={v}" for k, v in numbers.items() if v in ("A", "R")),
             })
 
 
-def _info_values(info: pd.Series, key: str | None) -> pd.Series | str:
+def _info_numbers(meta: list[str], path: Path, options: ReadOptions) -> dict[str, str]:
+    """How the label/distance INFO fields are laid out: ``Flag``, ``A``/``R`` (one value per ALT /
+    per allele, REF first) or ``1``, from the header's INFO definitions as htslib (pysam) parses them."""
+    import pysam
+
+    header = pysam.VariantHeader()
+    for line in meta:
+        if line.startswith("##INFO="):
+            try:
+                header.add_line(line)
+            except ValueError as err:
+                raise VariantInputError(f"{path}: cannot parse the header line {line[:80]!r} ({err})") from err
+    numbers = {}
+    for raw, key in (("label", options.label_info), ("distance", options.distance_info)):
+        if key and key in header.info:
+            info = header.info[key]
+            numbers[raw] = "Flag" if info.type == "Flag" else str(info.number)
+    if numbers.get("distance") == "Flag":
+        raise VariantInputError(f"{path}: INFO/{options.distance_info} is a Flag; distance_info needs an Integer field")
+    return numbers
+
+
+def _info_values(info: pd.Series, key: str | None, number: str | None = None) -> pd.Series | str:
+    """The raw value of INFO/``key`` per record ('' = absent); a Flag gives '1' when present, else '0'."""
     if not key:
         return ""
+    if number == "Flag":
+        return info.str.contains(rf"(?:^|;){re.escape(key)}(?:;|=|$)", regex=True).map({True: "1", False: "0"})
     return info.str.extract(rf"(?:^|;){re.escape(key)}=([^;]*)", expand=False).fillna("")
+
+
+def _split_per_allele(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Multi-allelic records -> one row per ALT allele; Number=A/R INFO values split with their alleles."""
+    per_allele = dict(item.split("=") for item in raw["_per_allele"].iloc[0].split(",") if item) if "_per_allele" in raw and len(raw) else {}
+    raw = raw.drop(columns=[c for c in ("_per_allele",) if c in raw])
+    alts = raw["alt"].str.split(",")
+    raw = raw.assign(alt=alts)
+    n_alts = alts.str.len()
+    for column, number in per_allele.items():
+        values = raw[column].str.split(",")
+        present = raw[column] != ""
+        expected = n_alts + (1 if number == "R" else 0)
+        bad = present & (values.str.len() != expected)
+        if bad.any():
+            first = raw[bad].iloc[0]
+            raise VariantInputError(f"{path}, line {int(first['line'])}: INFO value {first[column]!r} has {len(values[bad].iloc[0])} "
+                                    f"value(s); Number={number} in the header needs one per "
+                                    f"{'ALT allele' if number == 'A' else 'allele (REF first)'}, here {int(expected[bad].iloc[0])}")
+        if number == "R":
+            values = values.map(lambda v: v[1:])
+        raw[column] = values.where(present, n_alts.map(lambda k: [""] * k))
+    return raw.explode(["alt", *per_allele], ignore_index=True)
 
 
 def _bcf_chunks(path: Path, options: ReadOptions) -> Iterator[pd.DataFrame]:
@@ -256,25 +322,35 @@ def _bcf_chunks(path: Path, options: ReadOptions) -> Iterator[pd.DataFrame]:
         raise VariantInputError(f"{path}: not a readable VCF/BCF ({err})") from err
     rows: list[tuple] = []
     record_no = 0
+    numbers = {raw: ("Flag" if vcf.header.info[key].type == "Flag" else str(vcf.header.info[key].number))
+               for raw, key in (("label", options.label_info), ("distance", options.distance_info)) if key and key in vcf.header.info}
+    per_allele = ",".join(f"{k}={v}" for k, v in numbers.items() if v in ("A", "R"))
+
+    def frame(rows: list[tuple]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=[*RAW_COLUMNS, "line"]).assign(_per_allele=per_allele)
+
     with vcf:
         try:
             for record_no, rec in enumerate(vcf, start=1):
                 rows.append((rec.chrom, str(rec.pos), rec.id or "", rec.ref or "", ",".join(rec.alts or ()) or ".",
                              _pysam_info(rec, options.label_info), "", "", _pysam_info(rec, options.distance_info), record_no))
                 if len(rows) >= CHUNK_ROWS:
-                    yield pd.DataFrame(rows, columns=[*RAW_COLUMNS, "line"])
+                    yield frame(rows)
                     rows = []
         except (ValueError, OSError) as err:
             raise VariantInputError(f"{path}, after record {record_no}: cannot read on ({err})") from err
-    yield pd.DataFrame(rows, columns=[*RAW_COLUMNS, "line"])
+    yield frame(rows)
 
 
 def _pysam_info(rec, key: str | None) -> str:
+    """INFO/``key`` as the text reader sees it: a Flag as '1'/'0', per-allele values comma-joined."""
     if not key:
         return ""
+    if key in rec.header.info and rec.header.info[key].type == "Flag":
+        return "1" if key in rec.info else "0"
     value = rec.info.get(key)
     if isinstance(value, tuple):
-        value = value[0] if value else None
+        return ",".join("" if v is None else str(v) for v in value)
     return "" if value is None else str(value)
 
 
@@ -324,6 +400,8 @@ def _normalise(raw: pd.DataFrame, path: Path, options: ReadOptions, test_keys: s
     raw = raw[~blank]
     _first_bad(raw, raw["chrom"] == "", "chrom", path, "empty chromosome (wrong column count?)")
     _first_bad(raw, ~raw["pos"].str.fullmatch(r"-?\d+"), "pos", path, "POS is not an integer")
+    # Multi-allelic records: one row per ALT allele, all keeping the record's line (values checked per allele).
+    raw = _split_per_allele(raw, path)
     label_ok = {"0", "1"} if options.strict_labels else {"0", "1", "", ".", "-1"}
     _first_bad(raw, ~raw["label"].isin(label_ok), "label", path,
                f"label must be one of {sorted({'0', '1'})}" + ("" if options.strict_labels else " (or empty: unlabelled)"))
@@ -331,8 +409,6 @@ def _normalise(raw: pd.DataFrame, path: Path, options: ReadOptions, test_keys: s
     distance_ok = raw["distance"].str.fullmatch(r"-?\d+") | (False if options.strict_labels else raw["distance"].isin(MISSING))
     _first_bad(raw, ~distance_ok, "distance", path, "distance_to_nearest_TSS is not an integer")
 
-    # Multi-allelic records: one row per ALT allele, all keeping the record's line.
-    raw = raw.assign(alt=raw["alt"].str.split(",")).explode("alt", ignore_index=True)
     raw["ref"] = raw["ref"].str.upper()
     raw["alt"] = raw["alt"].str.strip().str.upper()
     pos = raw["pos"].astype("int64")
@@ -354,8 +430,9 @@ def _normalise(raw: pd.DataFrame, path: Path, options: ReadOptions, test_keys: s
 
 
 def _skips(rows: pd.DataFrame, path: Path, reason: pd.Series | str) -> pd.DataFrame:
-    frame = pd.DataFrame({"source": str(path), "line": rows["line"], "chrom": rows["chrom"], "pos": rows["pos"],
-                          "ref": rows["ref"], "alt": rows["alt"], "reason": reason}, columns=SKIPPED_COLUMNS)
+    frame = pd.DataFrame({"source": str(path), "line": rows["line"], "id": rows["id"].where(rows["id"] != ".", ""),
+                          "chrom": rows["chrom"], "pos": rows["pos"], "ref": rows["ref"], "alt": rows["alt"], "reason": reason},
+                         columns=SKIPPED_COLUMNS)
     return frame
 
 
@@ -414,7 +491,7 @@ def _collect(chunks: Iterator[pd.DataFrame], path: Path, options: ReadOptions) -
     if duplicate.any():
         dup = variants[duplicate]
         skipped_frame = pd.concat([skipped_frame, pd.DataFrame({
-            "source": str(path), "line": dup["source_line"], "chrom": dup["chrom"], "pos": dup["pos"].astype(str),
+            "source": str(path), "line": dup["source_line"], "id": dup["snp"], "chrom": dup["chrom"], "pos": dup["pos"].astype(str),
             "ref": dup["ref"], "alt": dup["alt"], "reason": "duplicate (variant, tissue) row; first occurrence kept"})],
             ignore_index=True)
         variants = variants[~duplicate]

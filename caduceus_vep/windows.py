@@ -14,8 +14,9 @@ high mismatch rate stops the run because it almost always means the wrong genome
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,17 +26,20 @@ import pyarrow.parquet as pq
 
 from caduceus_vep.atomic import atomic_path
 from caduceus_vep.genome import Genome
+from caduceus_vep.settings import section_defaults
 
 WINDOW_COLUMNS = [
     "variant_id", "snp", "chrom", "pos", "ref", "alt", "contig", "context_start", "context_end",
     "pool_start", "pool_end", "n_fraction", "pad_left", "pad_right", "ref_mismatch", "genome_ref", "ref_pool_seq",
 ]
-SKIPPED_COLUMNS = ["source", "line", "chrom", "pos", "ref", "alt", "reason"]
+SKIPPED_COLUMNS = ["source", "line", "id", "chrom", "pos", "ref", "alt", "reason"]
 _STRING = ("variant_id", "snp", "chrom", "ref", "alt", "contig", "genome_ref", "ref_pool_seq")
 _TYPES = {"n_fraction": pa.float64(), "ref_mismatch": pa.bool_()}
 # Fixed so that chunks (and an empty result) always write the same parquet schema.
 WINDOW_SCHEMA = pa.schema([(c, pa.string() if c in _STRING else _TYPES.get(c, pa.int64())) for c in WINDOW_COLUMNS])
 CHUNK_VARIANTS = 20_000
+METADATA_KEY = b"caduceus_vep_window_spec"
+_DEFAULTS = section_defaults("windows")  # the schema's defaults: the one place they live
 EDGE_POLICIES = ("drop", "pad")
 REF_POLICIES = ("skip", "flag", "error")
 
@@ -51,11 +55,11 @@ class WindowSpec:
 
     context_length: int
     pooling_window: int
-    max_n_fraction: float = 0.005
-    edge_policy: str = "drop"
-    ref_mismatch: str = "skip"
-    max_ref_mismatch_fraction: float = 0.05
-    min_ref_checked: int = 20
+    max_n_fraction: float = _DEFAULTS["max_n_fraction"]
+    edge_policy: str = _DEFAULTS["edge_policy"]
+    ref_mismatch: str = _DEFAULTS["ref_mismatch"]
+    max_ref_mismatch_fraction: float = _DEFAULTS["max_ref_mismatch_fraction"]
+    min_ref_checked: int = _DEFAULTS["min_ref_checked"]
 
     def __post_init__(self) -> None:
         if self.context_length < 2 or self.context_length % 2:
@@ -73,9 +77,14 @@ class WindowSpec:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> WindowSpec:
-        """From the config's ``windows`` section (missing optional keys take the defaults above)."""
-        known = {k: section[k] for k in cls.__dataclass_fields__ if section.get(k) is not None}
-        return cls(**known)
+        """From the config's ``windows`` section (missing keys take the schema's defaults)."""
+        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown windows key(s) {unknown}; expected {sorted(cls.__dataclass_fields__)}")
+        return cls(**{**_DEFAULTS, **{k: v for k, v in section.items() if v is not None}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @property
     def snp_index(self) -> int:
@@ -104,6 +113,8 @@ class WindowResult:
     n_ref_checked: int = 0
     n_ref_mismatch: int = 0
     n_kept: int = -1
+    unknown_contigs: set[str] = field(default_factory=set)
+    n_unknown_contig: int = 0
 
     def __post_init__(self) -> None:
         if self.n_kept < 0:
@@ -158,17 +169,21 @@ def build_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, sour
     pool_start, pool_end = spec.pool_bounds()
     half, checked, mismatched = spec.context_length // 2, 0, 0
     resolved: dict[str, str | None] = {}
+    unknown: set[str] = set()
+    n_unknown = 0
     cols = {c: variants[c].to_numpy() for c in ("variant_id", "chrom", "pos", "ref", "alt")}
     lines = variants["source_line"].to_numpy() if "source_line" in variants else np.full(len(variants), "")
     snps = variants["snp"].to_numpy() if "snp" in variants else np.full(len(variants), "")
     for k in range(len(variants)):
         chrom, pos, ref, alt = cols["chrom"][k], int(cols["pos"][k]), cols["ref"][k], cols["alt"][k]
-        record = (source, lines[k], chrom, pos, ref, alt)
+        record = (source, lines[k], snps[k], chrom, pos, ref, alt)
         if chrom not in resolved:
             resolved[chrom] = genome.resolve_contig(chrom)
         contig = resolved[chrom]
         if contig is None:
             skipped.append((*record, f"contig {chrom!r} not in the genome FASTA"))
+            unknown.add(str(chrom))
+            n_unknown += 1
             continue
         length = genome.contig_lengths[contig]
         if pos > length:
@@ -178,6 +193,10 @@ def build_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, sour
         lo, hi = max(0, start), min(length, end)
         genomic = genome.fetch(contig, lo, hi)
         base = genomic[pos - 1 - lo]
+        if base == "N":
+            # Nothing to compare REF with: its own reason, and not evidence of a build mix-up.
+            skipped.append((*record, f"the genome base at {contig}:{pos} is N (unknown sequence; REF {ref} cannot be checked)"))
+            continue
         checked += 1
         mismatch = base != ref
         if mismatch:
@@ -209,7 +228,8 @@ def build_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, sour
         {"pos": "int64", "context_start": "int64", "context_end": "int64", "pool_start": "int64", "pool_end": "int64",
          "n_fraction": "float64", "pad_left": "int64", "pad_right": "int64", "ref_mismatch": "bool"})
     return WindowResult(windows=windows, skipped=pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
-                        flags=pd.DataFrame(flags, columns=SKIPPED_COLUMNS), n_ref_checked=checked, n_ref_mismatch=mismatched)
+                        flags=pd.DataFrame(flags, columns=SKIPPED_COLUMNS), n_ref_checked=checked, n_ref_mismatch=mismatched,
+                        unknown_contigs=unknown, n_unknown_contig=n_unknown)
 
 
 def write_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, out: str | os.PathLike[str],
@@ -219,17 +239,33 @@ def write_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, out:
     Memory stays flat in the number of variants apart from the skipped/flagged records. The
     mismatch-rate check runs before the file is committed, so a stopped run leaves no output.
     """
-    skipped, flags, checked, mismatched, kept = [], [], 0, 0, 0
-    with atomic_path(out, suffix=".parquet") as tmp, pq.ParquetWriter(tmp, WINDOW_SCHEMA) as writer:
+    skipped, flags, checked, mismatched, kept, unknown, n_unknown = [], [], 0, 0, 0, set(), 0
+    schema = WINDOW_SCHEMA.with_metadata({METADATA_KEY: json.dumps(spec.to_dict(), sort_keys=True)})
+    with atomic_path(out, suffix=".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for first in range(0, max(len(variants), 1), chunk):
             part = build_windows(variants.iloc[first:first + chunk], genome, spec, source=source)
-            writer.write_table(pa.Table.from_pandas(part.windows, schema=WINDOW_SCHEMA, preserve_index=False))
+            writer.write_table(pa.Table.from_pandas(part.windows, schema=WINDOW_SCHEMA, preserve_index=False).replace_schema_metadata(schema.metadata))
             skipped.append(part.skipped)
             flags.append(part.flags)
             checked, mismatched, kept = checked + part.n_ref_checked, mismatched + part.n_ref_mismatch, kept + part.n_kept
+            unknown, n_unknown = unknown | part.unknown_contigs, n_unknown + part.n_unknown_contig
+        if len(variants) and n_unknown == len(variants):
+            theirs, ours = sorted(unknown), sorted(genome.contig_lengths)
+            raise WindowError(
+                f"{source}: none of the variants' contigs is in the genome FASTA {genome.path}: variants use "
+                f"{theirs[:10]}{' ...' if len(theirs) > 10 else ''}, the FASTA has {ours[:10]}{' ...' if len(ours) > 10 else ''}. "
+                "Use the FASTA of the variants' genome build (chr1 and 1 spellings are matched automatically).")
         check_mismatch_rate(checked, mismatched, spec, str(genome.path), source)
     by_line = {"by": "line", "kind": "stable", "ignore_index": True}  # input order, as a person reads the file
     return WindowResult(windows=pd.DataFrame(columns=WINDOW_COLUMNS),
                         skipped=pd.concat(skipped, ignore_index=True).sort_values(**by_line),
                         flags=pd.concat(flags, ignore_index=True).sort_values(**by_line), n_ref_checked=checked, n_ref_mismatch=mismatched,
                         n_kept=kept)
+
+
+def read_window_spec(windows_path: str | os.PathLike[str]) -> WindowSpec:
+    """The window spec a windows file was made with (from its parquet metadata)."""
+    metadata = pq.read_schema(windows_path).metadata or {}
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"{windows_path}: no window spec in its metadata (written by an older version?); re-run the windows rule")
+    return WindowSpec(**json.loads(metadata[METADATA_KEY]))

@@ -1,14 +1,14 @@
 """Zero-shot variant scores (no training): the MLM log-likelihood ratio and embedding distances.
 
 **LLR.** For a variant with ref context x (L tokens, the SNP at index i = L/2) and logits
-z = ``model.mlm_logits(x)[i]`` (the unmasked ref sequence; with ``mask_snp`` the SNP token is
-replaced by [MASK] first), the forward LLR is ``log p(alt) - log p(ref)`` with p = softmax(z) over
+z = ``model.mlm_logits(x)[i]``, the forward LLR is ``log p(alt) - log p(ref)`` with p = softmax(z) over
 the model's whole vocabulary, which equals ``z[alt] - z[ref]``. Only the ref context goes through
 the model (one pass per strand); the alt sequence is not needed for this definition. The RC LLR is the same on the
 reverse complement rc(x) at the mirrored index L-1-i with complemented alleles. ``llr`` is their
 mean. For Caduceus-PS the RC-equivariant head makes the two equal up to float rounding
-(``tests/test_zero_shot.py`` checks it), so by default its RC pass is skipped (llr_rc := llr_fwd),
-halving the cost. Scores are computed for the test-split variants only: nothing else is evaluated.
+(``tests/test_zero_shot.py`` checks it), so its RC pass is skipped (llr_rc := llr_fwd), halving
+the cost. Two flavours are computed for every variant: ``llr`` on the unmasked ref sequence, and
+``llr_masked`` with the SNP token replaced by [MASK] first (the GPN / TraitGym convention).
 
 **Distances.** From the embeddings parquet, with RC-averaged pooled vectors
 r = (ref_fwd + ref_rc) / 2 and a = (alt_fwd + alt_rc) / 2: ``l2`` = ||a - r||_2 and
@@ -24,22 +24,25 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from caduceus_vep.embed import autocast_context, read_embeddings, resolve_device
+from caduceus_vep.embed import autocast_context, resolve_device
 from caduceus_vep.evaluate import SOUND_BUCKETS, Bucket
+from caduceus_vep.feature_file import read_embeddings
 from caduceus_vep.genome import Genome
 from caduceus_vep.metrics import METRIC_COLUMNS, bootstrap_metrics
 from caduceus_vep.windows import fetch_context
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ["variant_id", "llr_fwd", "llr_rc", "llr", "l2", "cosine"]
+SCORE_COLUMNS = ["variant_id", "llr_fwd", "llr_rc", "llr", "llr_masked", "l2", "cosine"]
 # Zero-shot "protocols" in the tables: name -> (column, sign making higher = more likely causal).
-ZERO_SHOT_SCORES = {"zero_shot_llr": ("llr", -1.0), "zero_shot_l2": ("l2", 1.0), "zero_shot_cosine": ("cosine", 1.0)}
+ZERO_SHOT_SCORES = {"zero_shot_llr": ("llr", -1.0), "zero_shot_llr_masked": ("llr_masked", -1.0), "zero_shot_l2": ("l2", 1.0),
+                    "zero_shot_cosine": ("cosine", 1.0)}
 AUROC_COLUMNS = ["model", "protocol", "bucket", *METRIC_COLUMNS, "n_test", "n_test_pos", "note"]
 
 
@@ -58,16 +61,18 @@ def snp_llr(model: torch.nn.Module, ids: torch.Tensor, snp_index: int, ref_ids: 
     rows = torch.arange(ids.shape[0], device=ids.device)
     comp = torch.as_tensor(COMPLEMENT_MAP, device=ids.device)
     fwd = torch.log_softmax(model.mlm_logits(ids)[:, snp_index].float(), dim=-1)
+    llr_fwd = fwd[rows, alt_ids] - fwd[rows, ref_ids]
+    if not rc_pass:
+        return llr_fwd, llr_fwd.clone()
     mirrored = ids.shape[1] - 1 - snp_index
     rc = torch.log_softmax(model.mlm_logits(reverse_complement_ids(ids))[:, mirrored].float(), dim=-1)
-    llr_fwd = fwd[rows, alt_ids] - fwd[rows, ref_ids]
     llr_rc = rc[rows, comp[alt_ids]] - rc[rows, comp[ref_ids]]
     return llr_fwd, llr_rc
 
 
-def llr_scores(windows: pd.DataFrame, genome: Genome, model: torch.nn.Module, *, batch_size: int = 16,
-               autocast_dtype: str = "float32", mask_snp: bool = False, rc_pass: bool | None = None) -> pd.DataFrame:
-    """variant_id, llr_fwd, llr_rc, llr for every row of a windows table (one model pass per strand).
+def llr_scores(windows: pd.DataFrame, genome: Genome, model: torch.nn.Module, *, batch_size: int, autocast_dtype: str,
+               rc_pass: bool | None = None, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """variant_id, llr_fwd, llr_rc, llr (unmasked) and llr_masked for every row of a windows table.
 
     ``rc_pass=None``: skip the RC pass for RC-equivariant (PS) models, run it otherwise.
     """
@@ -85,11 +90,14 @@ def llr_scores(windows: pd.DataFrame, genome: Genome, model: torch.nn.Module, *,
         ref_ids = torch.tensor([VOCAB[b] for b in batch.ref], device=device)
         alt_ids = torch.tensor([VOCAB[b] for b in batch.alt], device=device)
         with torch.inference_mode(), autocast_context(device, autocast_dtype):
-            f, r = snp_llr(model, ids, snp_index, ref_ids, alt_ids, mask_snp, rc_pass)
-        parts.append(np.stack([f.cpu().numpy(), r.cpu().numpy()], axis=1))
-    values = np.concatenate(parts) if parts else np.zeros((0, 2))
+            f, r = snp_llr(model, ids, snp_index, ref_ids, alt_ids, False, rc_pass)
+            mf, mr = snp_llr(model, ids, snp_index, ref_ids, alt_ids, True, rc_pass)
+        parts.append(torch.stack([f, r, mf, mr], dim=1).float().cpu().numpy())
+        if progress is not None:
+            progress(len(batch))
+    values = np.concatenate(parts) if parts else np.zeros((0, 4))
     return pd.DataFrame({"variant_id": windows["variant_id"].to_numpy(), "llr_fwd": values[:, 0], "llr_rc": values[:, 1],
-                         "llr": values.mean(axis=1)})
+                         "llr": values[:, :2].mean(axis=1), "llr_masked": values[:, 2:].mean(axis=1)})
 
 
 def embedding_distances(variant_ids: pd.Series, matrices: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -104,30 +112,33 @@ def embedding_distances(variant_ids: pd.Series, matrices: dict[str, np.ndarray])
 
 
 def score_variants(windows_path: str | os.PathLike[str], fasta: str | os.PathLike[str], embeddings_path: str | os.PathLike[str],
-                   model_spec: dict, settings: dict, threads: int = 1, variant_ids: set[str] | None = None) -> tuple[pd.DataFrame, dict]:
-    """All zero-shot scores (``SCORE_COLUMNS``) for one model and a provenance summary.
+                   model_spec: dict, settings: dict, threads: int = 1) -> tuple[pd.DataFrame, dict]:
+    """All zero-shot scores (``SCORE_COLUMNS``) of every kept variant for one model, and a summary.
 
-    ``variant_ids`` restricts the model pass to those windows (None = all).
+    ``model_spec['path']`` is a local checkpoint folder (the fetch_model rule's record) or a Hub id;
+    the model is loaded once. Progress goes to the log at most every 15 s.
     """
     from caduceus_vep.model import load_caduceus
+    from caduceus_vep.shards import progress_bar
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # same reason as in the embedding driver: denormals are slow on x86
-    device = resolve_device(settings.get("device", "auto"))
+    device = resolve_device(settings["device"])
     windows = pd.read_parquet(windows_path)
-    if variant_ids is not None:
-        windows = windows[windows["variant_id"].isin(variant_ids)].reset_index(drop=True)
     model = load_caduceus(model_spec["path"], revision=model_spec.get("revision"), device=str(device))
     started = time.perf_counter()
+    bar = progress_bar(len(windows), f"{model_spec['name']} zero-shot")
     with Genome(fasta) as genome:
-        llr = llr_scores(windows, genome, model, batch_size=int(settings.get("batch_size", 16)),
-                         autocast_dtype=settings.get("autocast_dtype", "float32"), mask_snp=bool(settings.get("mask_snp", False)))
+        llr = llr_scores(windows, genome, model, batch_size=int(settings["batch_size"]),
+                         autocast_dtype=settings["autocast_dtype"], progress=bar.update)
+    bar.close()
     seconds = time.perf_counter() - started
     ids, matrices, _ = read_embeddings(embeddings_path)
-    scores = llr.merge(embedding_distances(ids["variant_id"], matrices), on="variant_id", how="left")
+    distances = embedding_distances(ids["variant_id"].astype(str), matrices)
+    # astype(str): an empty dataset's id columns would otherwise be float and refuse to merge.
+    scores = llr.astype({"variant_id": str}).merge(distances.astype({"variant_id": str}), on="variant_id", how="left")
     summary = {"model": {"name": model_spec["name"], **getattr(model, "provenance", {})}, "device": str(device),
-               "n_variants": len(windows), "llr_seconds": round(seconds, 3), "mask_snp": bool(settings.get("mask_snp", False)),
-               "rc_pass": not getattr(model, "is_rcps", False)}
+               "n_variants": len(windows), "llr_seconds": round(seconds, 3), "rc_pass": not getattr(model, "is_rcps", False)}
     return scores[SCORE_COLUMNS], summary
 
 

@@ -1,46 +1,46 @@
+# Classifiers on a labelled dataset (evaluate: true): the paper's SVM protocol per TSS-distance bucket.
 rule evaluate:
     input:
-        variants=f"{OUT}/variants/variants.parquet",
-        windows=f"{OUT}/windows/windows.parquet",
-        embeddings=f"{OUT}/embeddings/{{model}}.parquet",
+        variants=rules.variants.output.variants,
+        windows=rules.windows.output.windows,
+        embeddings=rules.embed_merge.output.embeddings,
     output:
-        per_seed=f"{OUT}/evaluate/{{model}}.per_seed.tsv",
+        per_seed=f"{DS}/evaluate/{{model}}.per_seed.tsv",
+    log:
+        f"{LOGS}/{{dataset}}/evaluate/{{model}}.log",
+    benchmark:
+        f"{BENCH}/{{dataset}}/evaluate/{{model}}.tsv"
+    conda:
+        ENV
+    threads: config["evaluate"]["threads"]
     params:
         model=lambda wildcards: MODELS[wildcards.model],
         settings=config["evaluate"],
-    threads: config["evaluate"]["threads"]
-    log:
-        f"{LOGS}/evaluate/{{model}}.log",
-    benchmark:
-        f"{BENCH}/evaluate/{{model}}.tsv"
-    conda:
-        ENV
     script:
         "../workflow_scripts/evaluate.py"
 
 
-# The sound protocol: grouped-CV model selection, decision scores, bootstrap CIs; saves the
-# fitted bucket classifiers that the score rule applies to users' VCFs.
+# The sound protocol: grouped-CV model selection, decision scores, bootstrap CIs; saves the fitted
+# bucket classifiers as a pickle-free bundle (.cvep.npz) that scores any dataset, in this run or another.
 rule evaluate_sound:
     input:
-        variants=f"{OUT}/variants/variants.parquet",
-        windows=f"{OUT}/windows/windows.parquet",
-        embeddings=f"{OUT}/embeddings/{{model}}.parquet",
+        variants=rules.variants.output.variants,
+        windows=rules.windows.output.windows,
+        embeddings=rules.embed_merge.output.embeddings,
+        model_record=rules.fetch_model.output.record,
     output:
-        table=f"{OUT}/evaluate/{{model}}.sound.tsv",
-        scores=f"{OUT}/evaluate/{{model}}.sound_scores.tsv",
-        classifiers=f"{OUT}/evaluate/{{model}}.sound_models.joblib",
-        sidecar=f"{OUT}/evaluate/{{model}}.sound_models.joblib.json",
+        table=f"{DS}/evaluate/{{model}}.sound.tsv",
+        scores=f"{DS}/evaluate/{{model}}.sound_scores.tsv",
+        bundle=f"{DS}/classifiers/{{model}}.cvep.npz",
+    log:
+        f"{LOGS}/{{dataset}}/evaluate_sound/{{model}}.log",
+    benchmark:
+        f"{BENCH}/{{dataset}}/evaluate_sound/{{model}}.tsv"
+    conda:
+        ENV
+    threads: config["evaluate"]["threads"]
     params:
         model=lambda wildcards: MODELS[wildcards.model],
         settings=config["evaluate"],
-        windows=config["windows"],
-    threads: config["evaluate"]["threads"]
-    log:
-        f"{LOGS}/evaluate_sound/{{model}}.log",
-    benchmark:
-        f"{BENCH}/evaluate_sound/{{model}}.tsv"
-    conda:
-        ENV
     script:
         "../workflow_scripts/evaluate_sound.py"

@@ -1,20 +1,22 @@
+# Check each unique variant against the genome and record its context and pooling windows; the
+# window spec goes into windows.parquet's metadata, where every later stage reads it.
 rule windows:
     input:
-        variants=f"{OUT}/variants/variants.parquet",
-        fasta=config["genome"]["fasta"],
-        fai=genome_index(config["genome"]["fasta"]),
+        variants=rules.variants.output.variants,
+        fasta=FASTA,
+        index=genome_index(FASTA),
     output:
-        windows=f"{OUT}/windows/windows.parquet",
-        skipped=f"{OUT}/windows/skipped.tsv",
-        flags=f"{OUT}/windows/flags.tsv",
-    params:
-        spec=config["windows"],
-        source=config["variants"]["path"],
+        windows=f"{DS}/windows/windows.parquet",
+        skipped=f"{DS}/windows/skipped.tsv",
+        flags=f"{DS}/windows/flags.tsv",
     log:
-        f"{LOGS}/windows.log",
+        f"{LOGS}/{{dataset}}/windows.log",
     benchmark:
-        f"{BENCH}/windows.tsv"
+        f"{BENCH}/{{dataset}}/windows.tsv"
     conda:
         ENV
+    params:
+        spec=config["windows"],
+        source=dataset_source,
     script:
         "../workflow_scripts/windows.py"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_shards import run, setup  # noqa: F401  (fixture)
 
 from caduceus_vep import embed, shards
 from caduceus_vep.embed import FeatureBlock, read_block
 from caduceus_vep.embed_cache import FeatureCache, cache_key, context_digest
-from test_shards import run, setup  # noqa: F401  (fixture)
 
 PROV = {"weights_sha256": "a" * 64, "config": {"d_model": 32}}
 

@@ -5,7 +5,6 @@ import copy
 import jsonschema
 import pytest
 import yaml
-
 from conftest import REPO
 
 SCHEMA = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
@@ -26,7 +25,8 @@ def test_paper_config_is_the_paper_protocol():
     assert {m["rc_rule"] for m in config["models"]} == {"ps", "ph"}
     assert all("131k_d_model-256_n_layer-16" in m["path"] for m in config["models"])
     assert config["evaluate"]["train_subsample"] == 5000
-    assert "variant_effect_causal_eqtl/All_Tissues.csv" in config["variants"]["url"]
+    assert "variant_effect_causal_eqtl/All_Tissues.csv" in config["datasets"]["eqtl"]["url"]
+    assert config["datasets"]["eqtl"]["evaluate"] is True
     assert config["genome"]["url"].endswith("hg38.fa.gz")
 
 

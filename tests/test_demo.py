@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from caduceus_vep import demo
 from caduceus_vep.genome import Genome
-from conftest import REPO
 
 BUNDLED = REPO / "resources/demo"
 

@@ -38,7 +38,10 @@ def synthetic(n_variants=120, signal_in="fwd", seed=0):
     """Variants whose label is readable from one feature kind only."""
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, n_variants)
-    noise = lambda: rng.normal(size=(n_variants, 4))  # noqa: E731
+
+    def noise():
+        return rng.normal(size=(n_variants, 4))
+
     informative = noise() + 3.0 * label[:, None]
     m = {"ref_fwd": noise(), "alt_fwd": noise(), "ref_rc": noise(), "alt_rc": noise()}
     if signal_in == "fwd":

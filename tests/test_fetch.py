@@ -18,8 +18,7 @@ import pyfaidx
 import pysam
 import pytest
 
-from caduceus_vep import __version__
-from caduceus_vep import fetch
+from caduceus_vep import __version__, fetch
 from caduceus_vep.fetch import (
     ChecksumError,
     DownloadError,
@@ -157,8 +156,19 @@ def _get(url: str, dest: Path, **kw) -> DownloadRecord:
     return download(url, dest, **kw)
 
 
-def _part(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part")
+def _parts(dest: Path) -> list[Path]:
+    """Every partial file (and sidecar) of downloads into ``dest``."""
+    return sorted(p for p in dest.parent.glob(dest.name + ".*") if ".part" in p.name)
+
+
+def _leave_part(dest: Path, url: str, data: bytes, sha256: str | None = None, **validators) -> Path:
+    """A partial file as a killed run of ``download(url, dest, sha256=...)`` leaves it (bytes + sidecar)."""
+    part = fetch.part_path(dest, url, sha256)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(data)
+    meta = {"url": url, "sha256": sha256.lower() if sha256 else None, "etag": None, "last_modified": None, "total": None}
+    part.with_name(part.name + ".json").write_text(json.dumps({**meta, **validators}))
+    return part
 
 
 # --------------------------------------------------------------------------- downloads
@@ -169,7 +179,7 @@ def test_normal_download(server, tmp_path):
     dest = tmp_path / "sub" / "All_Tissues.csv"
     record = _get(url, dest, sha256=PAYLOAD_SHA.upper())  # case of the pinned digest is irrelevant
     assert dest.read_bytes() == PAYLOAD
-    assert not _part(dest).exists()
+    assert not _parts(dest)
     assert record.sha256 == PAYLOAD_SHA == sha256_file(dest)
     assert record.size_bytes == len(PAYLOAD)
     assert record.source == url and record.path == str(dest)
@@ -188,9 +198,9 @@ def test_resume_from_part_left_by_killed_run(server, tmp_path):
     url = server.add("genome.fa.gz")
     dest = tmp_path / "genome.fa.gz"
     half = len(PAYLOAD) // 2
-    _part(dest).write_bytes(PAYLOAD[:half])
+    _leave_part(dest, url, PAYLOAD[:half], PAYLOAD_SHA)
     record = _get(url, dest, sha256=PAYLOAD_SHA)
-    assert dest.read_bytes() == PAYLOAD and not _part(dest).exists()
+    assert dest.read_bytes() == PAYLOAD and not _parts(dest)
     assert server.requests("genome.fa.gz")[0]["range"] == f"bytes={half}-"
     assert record.resumed is True and record.http_status == 206
     assert record.sha256 == PAYLOAD_SHA  # the hash covers the old .part bytes too
@@ -213,7 +223,7 @@ def test_dropped_connection_without_retries_keeps_part_for_next_run(server, tmp_
         _get(url, dest, retries=0)
     assert url in str(info.value)
     assert not dest.exists()
-    assert _part(dest).read_bytes() == PAYLOAD[:50_000]
+    assert fetch.part_path(dest, url).read_bytes() == PAYLOAD[:50_000]
     record = _get(url, dest)  # the "next run"
     assert dest.read_bytes() == PAYLOAD and record.resumed and record.sha256 == PAYLOAD_SHA
 
@@ -221,7 +231,7 @@ def test_dropped_connection_without_retries_keeps_part_for_next_run(server, tmp_
 def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
     url = server.add("f", mode="ignore_range")
     dest = tmp_path / "f"
-    _part(dest).write_bytes(b"stale bytes that must not survive" * 100)
+    _leave_part(dest, url, b"stale bytes that must not survive" * 100, PAYLOAD_SHA)
     record = _get(url, dest, sha256=PAYLOAD_SHA)
     assert dest.read_bytes() == PAYLOAD
     assert server.requests("f")[0]["range"] is not None  # we asked; the server ignored it
@@ -231,7 +241,7 @@ def test_server_ignoring_range_restarts_cleanly(server, tmp_path):
 def test_part_already_complete_416(server, tmp_path):
     url = server.add("f")
     dest = tmp_path / "f"
-    _part(dest).write_bytes(PAYLOAD)
+    _leave_part(dest, url, PAYLOAD, PAYLOAD_SHA)
     record = _get(url, dest, sha256=PAYLOAD_SHA)
     assert dest.read_bytes() == PAYLOAD and record.http_status == 416 and record.resumed
 
@@ -239,7 +249,7 @@ def test_part_already_complete_416(server, tmp_path):
 def test_part_longer_than_remote_restarts(server, tmp_path):
     url = server.add("f")
     dest = tmp_path / "f"
-    _part(dest).write_bytes(PAYLOAD + b"extra junk")
+    _leave_part(dest, url, PAYLOAD + b"extra junk", PAYLOAD_SHA)
     record = _get(url, dest, sha256=PAYLOAD_SHA)
     assert dest.read_bytes() == PAYLOAD and record.resumed is False
 
@@ -247,7 +257,7 @@ def test_part_longer_than_remote_restarts(server, tmp_path):
 def test_mismatched_content_range_restarts(server, tmp_path):
     url = server.add("f", mode="bad_range")  # answers any Range with a 206 from byte 0
     dest = tmp_path / "f"
-    _part(dest).write_bytes(PAYLOAD[:1000])
+    _leave_part(dest, url, PAYLOAD[:1000], PAYLOAD_SHA)
     record = _get(url, dest, sha256=PAYLOAD_SHA)
     assert dest.read_bytes() == PAYLOAD and record.resumed is False
     assert [r["range"] for r in server.requests("f")] == ["bytes=1000-", None]
@@ -256,7 +266,7 @@ def test_mismatched_content_range_restarts(server, tmp_path):
 def test_stale_part_with_pinned_checksum_redownloads(server, tmp_path):
     url = server.add("f")
     dest = tmp_path / "f"
-    _part(dest).write_bytes(b"X" * 1000)  # the start of an older version of the file
+    _leave_part(dest, url, b"X" * 1000, PAYLOAD_SHA)  # the start of an older version of the file
     record = _get(url, dest, sha256=PAYLOAD_SHA)
     assert dest.read_bytes() == PAYLOAD and record.resumed is False
     assert [r["range"] for r in server.requests("f")] == ["bytes=1000-", None]
@@ -271,7 +281,7 @@ def test_checksum_mismatch(server, tmp_path):
     message = str(info.value)
     assert url in message and wrong in message and PAYLOAD_SHA in message
     assert "corrupt" in message and "checksum" in message
-    assert not dest.exists() and not _part(dest).exists()
+    assert not dest.exists() and not _parts(dest)
 
 
 def test_404_fails_fast(server, tmp_path):
@@ -281,7 +291,7 @@ def test_404_fails_fast(server, tmp_path):
         _get(url, dest)
     assert "404" in str(info.value) and "Not Found" in str(info.value) and url in str(info.value)
     assert not isinstance(info.value, ChecksumError)
-    assert not dest.exists() and not _part(dest).exists()
+    assert not dest.exists() and not _parts(dest)
     assert len(server.requests("missing")) == 1
 
 
@@ -350,7 +360,7 @@ def test_local_path_and_file_url(tmp_path):
     for i, source in enumerate([str(src), src.as_uri()]):
         dest = tmp_path / f"out{i}" / "All_Tissues.csv"
         record = _get(source, dest, sha256=PAYLOAD_SHA)
-        assert dest.read_bytes() == PAYLOAD and not _part(dest).exists()
+        assert dest.read_bytes() == PAYLOAD and not _parts(dest)
         assert record.http_status is None and record.sha256 == PAYLOAD_SHA
         assert record.source == source
 
@@ -361,7 +371,7 @@ def test_local_checksum_mismatch_and_missing(tmp_path):
     dest = tmp_path / "dest"
     with pytest.raises(ChecksumError, match=str(src)):
         _get(str(src), dest, sha256="2" * 64)
-    assert not dest.exists() and not _part(dest).exists()
+    assert not dest.exists() and not _parts(dest)
     with pytest.raises(DownloadError, match="does not exist"):
         _get(str(tmp_path / "nope"), dest)
 
@@ -390,7 +400,7 @@ def test_redirect_keeps_range_but_drops_token(monkeypatch, server, tmp_path):
     server.add("cdn/f")
     url = server.add("resolve/f", mode="redirect", location="/cdn/f")
     dest = tmp_path / "f"
-    _part(dest).write_bytes(PAYLOAD[:5000])
+    _leave_part(dest, url, PAYLOAD[:5000], PAYLOAD_SHA)
     record = _get(url, dest, sha256=PAYLOAD_SHA)
     assert dest.read_bytes() == PAYLOAD and record.resumed and record.http_status == 206
     assert server.requests("resolve/f")[0]["authorization"] == "Bearer secret"
@@ -405,7 +415,7 @@ def test_provenance_json(server, tmp_path):
     data = json.loads(prov.read_text())
     assert data == record.to_dict()
     assert set(data) == {"source", "path", "sha256", "size_bytes", "http_status", "resumed",
-                         "attempts", "finished_utc"}
+                         "attempts", "finished_utc", "verified"}
 
 
 # --------------------------------------------------------------------------- prepare_fasta
@@ -426,7 +436,7 @@ def _check_fasta(dest: Path) -> None:
     assert dest.is_file() and fai.is_file()
     assert dest.read_text() == _fasta_text()  # plain, uncompressed
     genome = pyfaidx.Fasta(str(dest), build_index=False)  # must use our .fai, not build one
-    assert {k: str(genome[k][:]) for k in genome.keys()} == SEQS
+    assert {k: str(genome[k][:]) for k in genome.keys()}  # noqa: SIM118 - iterating a pyfaidx.Fasta yields records, not names == SEQS
     assert str(genome["chr1"][100:110]) == SEQS["chr1"][100:110]
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
 

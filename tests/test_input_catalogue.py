@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_fasta
 
 from caduceus_vep.genome import Genome
 from caduceus_vep.variants import VariantInputError, read_variants, unique_variants
 from caduceus_vep.windows import WindowSpec, build_windows
-from conftest import write_fasta
 
 RNG = np.random.default_rng(11)
 SEQS = {"chr1": "".join(RNG.choice(list("ACGT"), 5_000)), "chr2": "".join(RNG.choice(list("ACGT"), 3_000))}
@@ -165,11 +165,10 @@ def test_input_is_read_or_rejected_clearly(case, tmp_path, genome):
 def test_demo_vcf_config_skips_every_bad_record_with_a_reason(tmp_path):
     """The custom-VCF demo (config/demo_vcf.yaml) through Snakemake's variants and windows rules."""
     import pandas as pd
-
     from test_workflow import copy_workflow, snakemake
 
     workdir = copy_workflow(tmp_path / "wf")
-    out = "results/demo_vcf"
+    out = "results/demo_vcf/my_vcf"
     snakemake(workdir, f"{out}/windows/windows.parquet", "--cores", "2", "--configfile", "config/demo_vcf.yaml")
     variants = pd.read_parquet(workdir / out / "variants/variants.parquet")
     skipped = pd.concat([pd.read_csv(workdir / out / f"{stage}/skipped.tsv", sep="\t") for stage in ("variants", "windows")])

@@ -10,7 +10,6 @@ import torch
 
 from caduceus_vep.model import Caduceus, CaduceusConfig, build_caduceus
 
-
 RELEASED_PS = {
     "_name_or_path": "kuleshov-group/caduceus-ps_seqlen-131k_d_model-256_n_layer-16",
     "architectures": ["CaduceusForMaskedLM"],
@@ -114,3 +113,67 @@ def test_import_does_not_pull_in_cuda_packages():
     from pathlib import Path
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _with(path: tuple[str, ...], value) -> dict:
+    d = copy.deepcopy(RELEASED_PS)
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return d
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("d_model",), 10**7),
+        (("n_layer",), 10**5),
+        (("vocab_size",), 10**8),
+        (("pad_vocab_size_multiple",), 10**4),
+        (("ssm_cfg", "d_state"), 10**4),
+        (("ssm_cfg", "d_conv"), 10**3),
+        (("ssm_cfg", "expand"), 10**3),
+        (("ssm_cfg", "dt_rank"), 10**5),
+    ],
+)
+def test_absurd_sizes_are_refused_before_building(path, value):
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"{path[-1]}' = {value} is more than 16x the largest released"):
+        CaduceusConfig.from_dict(_with(path, value))
+    assert time.perf_counter() - started < 1.0  # refused, not allocated
+
+
+def test_size_bounds_are_the_documented_factor():
+    from caduceus_vep.model import config as config_module
+
+    assert config_module.SIZE_FACTOR == 16 and config_module.RELEASED_MAX["d_model"] == 256
+    assert CaduceusConfig.from_dict({**RELEASED_PS, "d_model": 4096, "n_layer": 2}).d_model == 4096  # at the bound
+    with pytest.raises(ValueError, match="'d_model' = 4097"):
+        CaduceusConfig.from_dict({**RELEASED_PS, "d_model": 4097, "n_layer": 2})
+    # Each size within bounds, the product not: refused on the parameter count, naming the sizes.
+    with pytest.raises(ValueError, match=r"parameters \(d_model=4096, n_layer=256, ssm_cfg.expand=32"):
+        CaduceusConfig.from_dict(_with(("ssm_cfg", "expand"), 32) | {"d_model": 4096, "n_layer": 256})
+
+
+@pytest.mark.parametrize("rcps", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_parameter_count_from_the_sizes_matches_the_model(rcps, bias):
+    config = CaduceusConfig.from_dict(_with(("ssm_cfg", "bias"), bias) | {"rcps": rcps, "d_model": 48, "n_layer": 3})
+    with torch.device("meta"):
+        model = Caduceus(config)
+    assert config.parameter_count == sum(p.numel() for p in model.parameters())
+    assert CaduceusConfig.from_dict(RELEASED_PS).parameter_count == 7_725_312
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(("norm_epsilon",), float("nan")), (("norm_epsilon",), 0.0), (("ssm_cfg", "dt_max"), float("inf")),
+     (("ssm_cfg", "dt_scale"), float("nan")), (("ssm_cfg", "dt_init_floor"), float("-inf"))],
+)
+def test_non_finite_or_non_positive_floats_are_refused(path, value):
+    with pytest.raises(ValueError, match=path[-1]):
+        CaduceusConfig.from_dict(_with(path, value))

@@ -19,10 +19,10 @@ from caduceus_vep.model import (
 
 
 def small_config(rcps: bool) -> CaduceusConfig:
-    return CaduceusConfig.from_dict(dict(
-        d_model=16, n_layer=2, vocab_size=16, rcps=rcps, residual_in_fp32=False,
-        ssm_cfg=dict(d_state=4, d_conv=4, expand=2, dt_rank="auto"),
-    ))
+    return CaduceusConfig.from_dict({
+        "d_model": 16, "n_layer": 2, "vocab_size": 16, "rcps": rcps, "residual_in_fp32": False,
+        "ssm_cfg": {"d_state": 4, "d_conv": 4, "expand": 2, "dt_rank": "auto"},
+    })
 
 
 IDS = torch.tensor([[7, 8, 9, 10, 11, 7, 7, 10, 9, 8, 6, 7]])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_scan_inputs
 
 from caduceus_vep.model import selective_scan, selective_scan_reference
 from caduceus_vep.model.scan import selective_scan_torch
-from conftest import random_scan_inputs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -6,15 +6,14 @@ import logging
 
 import pytest
 import torch
-
-from caduceus_vep.model import scan as scan_mod
-from caduceus_vep.model import scan_backend, selective_scan, selective_scan_reference
-from caduceus_vep.model.scan import selective_scan_fused
+from conftest import random_scan_inputs
 
 # No skip: `pip install -e .` builds the kernel wherever gcc exists (CI included); a missing build
 # must fail the suite, not silently fall back to the 5x slower PyTorch scan.
 from caduceus_vep.model import _scan_kernel as kernel  # noqa: E402
-from conftest import random_scan_inputs
+from caduceus_vep.model import scan as scan_mod
+from caduceus_vep.model import scan_backend, selective_scan, selective_scan_reference
+from caduceus_vep.model.scan import selective_scan_fused
 
 
 def _inputs(length, **options):

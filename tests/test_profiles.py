@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from test_workflow import copy_workflow, snakemake
 
 
@@ -20,14 +19,14 @@ def test_slurm_profile_gives_each_embed_shard_one_gpu(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     text = snakemake(workdir, "--profile", "slurm", "--dry-run").stdout
     embed = rule_blocks(text, "embed")
-    assert len(embed) == 4  # 2 models x embed.shards: 2
+    assert len(embed) == 8  # 2 datasets x 2 models x embed.shards: 2
     for block in embed:
         resources = next(line for line in block.splitlines() if line.strip().startswith("resources:"))
         assert "gpu=1" in resources and "cpus_per_gpu=4" in resources and "runtime=1440" in resources
         # With cpus_per_task set, the plugin would submit --cpus-per-task and drop --cpus-per-gpu.
         assert "cpus_per_task" not in resources
     merge = rule_blocks(text, "embed_merge")  # also matches "localrule embed_merge:"
-    assert len(merge) == 2 and not any("gpu=1" in block for block in merge)
+    assert len(merge) == 4 and not any("gpu=1" in block for block in merge)
 
 
 def test_paper_config_shards_under_the_gpu_profile(tmp_path):
@@ -36,7 +35,7 @@ def test_paper_config_shards_under_the_gpu_profile(tmp_path):
     embed = rule_blocks(text, "embed")
     assert len(embed) == 16  # 2 models x embed.shards: 8 in config/paper.yaml
     assert all("gpu=1" in block for block in embed)
-    assert "results/paper/embeddings/shards/caduceus_ph/7-of-8.parquet" in text
+    assert "results/paper/eqtl/embeddings/shards/caduceus_ph/7-of-8.parquet" in text
 
 
 def test_changing_the_shard_count_plans_new_shards(tmp_path):
@@ -44,5 +43,5 @@ def test_changing_the_shard_count_plans_new_shards(tmp_path):
     config = workdir / "config/config.yaml"
     config.write_text(config.read_text().replace("  shards: 2\n", "  shards: 3\n"))
     text = snakemake(workdir, "--dry-run").stdout
-    assert len(rule_blocks(text, "embed")) == 6
+    assert len(rule_blocks(text, "embed")) == 12  # 2 datasets x 2 models x 3 shards
     assert "embeddings/shards/caduceus_ps/2-of-3.parquet" in text

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_workflow import SNAKEMAKE, copy_workflow, snakemake
 
 from caduceus_vep.embed import read_embeddings
-from test_workflow import SNAKEMAKE, copy_workflow, snakemake
 
 MODELS = ("caduceus_ps", "caduceus_ph")
 TABLES = ["tables/vep_auroc.tsv", "tables/vep_auroc.md", "tables/vep_auroc_per_seed.tsv"]

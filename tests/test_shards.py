@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_embed import windows_for
 
 from caduceus_vep import embed, shards
-from caduceus_vep.embed import EmbedSettings, read_block
-from caduceus_vep.shards import ShardJob, chunk_bounds, merge_shards, run_shard, shard_bounds
-from test_embed import windows_for
-from caduceus_vep.windows import WindowSpec
-from caduceus_vep.model import CaduceusConfig, build_caduceus, save_caduceus
 from caduceus_vep.demo import tiny_config
+from caduceus_vep.embed import EmbedSettings, read_block
+from caduceus_vep.model import CaduceusConfig, build_caduceus, save_caduceus
+from caduceus_vep.shards import ShardJob, chunk_bounds, merge_shards, run_shard, shard_bounds
+from caduceus_vep.windows import WindowSpec
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 232])

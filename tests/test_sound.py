@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
+from test_evaluate import synthetic
 
 from caduceus_vep import metrics, sound
-from test_evaluate import synthetic
 
 
 def with_chrom(rows):

@@ -5,9 +5,9 @@ import gzip
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from caduceus_vep.tss import AnnotationError, fill_tss_distances, nearest_tss_distance, read_tss
-from conftest import REPO
 
 DEMO = REPO / "resources/demo"
 

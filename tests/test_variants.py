@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import EQTL_HEADER
 
 from caduceus_vep.variants import VariantInputError, make_variant_id, read_eqtl_table, read_variants, read_vcf, unique_variants
-from conftest import EQTL_HEADER
 
 
 def write(tmp_path: Path, lines: list[str], name: str = "All_Tissues.csv") -> Path:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 COPIED = ["Snakefile", "rules", "workflow_scripts", "config", "resources", "profiles", "envs", "caduceus_vep", "gpu", "slurm", "report"]
 BUCKETS = ["0-30kb", "30-100kb", ">100kb"]
+EQTL = "results/demo/eqtl"  # the benchmark dataset of the demo config
+
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -48,7 +49,7 @@ def demo_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_demo_table_has_both_models_three_buckets_and_the_planted_signal(demo_run):
-    table = pd.read_csv(demo_run / "results/demo/tables/vep_auroc.tsv", sep="\t")
+    table = pd.read_csv(demo_run / f"{EQTL}/tables/vep_auroc.tsv", sep="\t")
     assert len(table) == 2
     assert table["model"].str.contains("Caduceus-PS").any() and table["model"].str.contains("Caduceus-Ph").any()
     means = table[[f"{b} auroc_mean" for b in BUCKETS]]
@@ -57,9 +58,9 @@ def test_demo_table_has_both_models_three_buckets_and_the_planted_signal(demo_ru
     assert (table[[f"{b} C" for b in BUCKETS]].isin([1, 5, 10])).all().all()
     # The demo labels follow local GC content (resources/demo/README.md): a working pipeline sees it.
     assert (means.mean(axis=1) > 0.7).all(), means
-    md = (demo_run / "results/demo/tables/vep_auroc.md").read_text()
+    md = (demo_run / f"{EQTL}/tables/vep_auroc.md").read_text()
     assert all(b in md for b in BUCKETS) and "±" in md
-    png = (demo_run / "results/demo/figures/vep_auroc.png").read_bytes()
+    png = (demo_run / f"{EQTL}/figures/vep_auroc.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
 
@@ -67,7 +68,7 @@ def test_demo_table_has_both_models_three_buckets_and_the_planted_signal(demo_ru
 def test_demo_accounts_for_every_record_and_records_provenance(demo_run):
     import json
 
-    out = demo_run / "results/demo"
+    out = demo_run / EQTL
     source = pd.read_csv(demo_run / "resources/demo/All_Tissues.csv")
     variants = pd.read_parquet(out / "variants/variants.parquet")
     skipped_rows = pd.read_csv(out / "variants/skipped.tsv", sep="\t")
@@ -91,7 +92,8 @@ def test_demo_accounts_for_every_record_and_records_provenance(demo_run):
 def test_demo_embeds_each_unique_variant_once_in_shards(demo_run):
     from caduceus_vep.embed import read_embeddings
 
-    out = demo_run / "results/demo"
+    out = demo_run / EQTL
+    logs = demo_run / "results/demo/logs/eqtl"
     windows = pd.read_parquet(out / "windows/windows.parquet")
     variants = pd.read_parquet(out / "variants/variants.parquet")
     kept_rows = int(variants["variant_id"].isin(set(windows["variant_id"])).sum())
@@ -102,9 +104,9 @@ def test_demo_embeds_each_unique_variant_once_in_shards(demo_run):
         # PS: the model's hidden state is 2 x d_model wide, each pooled feature d_model.
         assert meta["feature_size"] == meta["hidden_size"] // (2 if model == "caduceus_ps" else 1)
         assert all(m.shape == (len(windows), meta["feature_size"]) for m in matrices.values())
-        merge_log = (out / f"logs/embed/{model}.merge.log").read_text()
+        merge_log = (logs / f"embed/{model}.merge.log").read_text()
         assert f"{kept_rows} (variant, tissue) rows" in merge_log
-        shard_log = (out / f"logs/embed/{model}.shard-0-of-2.log").read_text()
+        shard_log = (logs / f"embed/{model}.shard-0-of-2.log").read_text()
         assert "variant/s" in shard_log and "100%|" in shard_log  # the progress bar is in the log
     # Shard files are temporary, checkpoints are removed once a shard is done, the cache stays.
     assert not (out / "embeddings/shards").exists() or not any((out / "embeddings/shards").rglob("*.parquet"))
@@ -116,10 +118,26 @@ def test_rerun_does_nothing_and_forced_rerun_is_identical(demo_run):
     dry = snakemake(demo_run, "--dry-run", "--cores", "2")
     assert "Nothing to be done" in dry.stdout + dry.stderr
     tables = ["tables/vep_auroc.tsv", "tables/vep_auroc.md", "tables/vep_auroc_per_seed.tsv"]
-    before = {t: (demo_run / "results/demo" / t).read_bytes() for t in tables}
+    tables += ["scores/demo_vcf.scores.tsv", "scores/demo_vcf.auroc.tsv"]
+    read = {t: (demo_run / (f"{EQTL}/{t}" if not t.startswith("scores") else f"results/demo/demo_vcf/{t}")) for t in tables}
+    before = {t: p.read_bytes() for t, p in read.items()}
     snakemake(demo_run, "--cores", "2", "--forceall")
-    after = {t: (demo_run / "results/demo" / t).read_bytes() for t in tables}
+    after = {t: p.read_bytes() for t, p in read.items()}
     assert before == after
+
+
+@pytest.mark.slow
+def test_changing_a_scored_dataset_never_replans_the_training(demo_run):
+    import yaml
+
+    config = yaml.safe_load((demo_run / "config/config.yaml").read_text())
+    config["datasets"]["demo_vcf"]["tissue"] = "Liver"
+    (demo_run / "changed.yaml").write_text(yaml.safe_dump(config))
+    text = snakemake(demo_run, "--dry-run", "--cores", "2", "--configfile", "changed.yaml").stdout
+    planned = {line.split()[0] for line in text.split("Job stats:")[1].split("Reasons:")[0].splitlines()[3:] if line.strip()}
+    assert "score" in planned and "variants" in planned
+    assert not planned & {"evaluate", "evaluate_sound", "report", "zero_shot_auroc"}, planned
+    assert "dataset=eqtl" not in text
 
 
 def test_lint_is_clean():
@@ -127,24 +145,37 @@ def test_lint_is_clean():
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
+def test_snakefmt_and_ruff_are_clean():
+    bin_dir = Path(sys.executable).parent
+    fmt = subprocess.run([str(bin_dir / "snakefmt"), "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    ruff = subprocess.run([str(bin_dir / "ruff"), "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout[-3000:]
+
+
 def test_gpu_profile_dry_run_from_the_repository_root(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     result = snakemake(workdir, "--profile", "gpu", "--dry-run")
     text = result.stdout + result.stderr
     embed_blocks = [block for block in text.split("\nrule ") if block.startswith("embed:")]
-    assert len(embed_blocks) == 4  # 2 models x embed.shards: 2 in the demo config
+    assert len(embed_blocks) == 8  # 2 datasets x 2 models x embed.shards: 2 in the demo config
     assert all("gpu=1" in block for block in embed_blocks)
+    zero_shot_blocks = [block for block in text.split("\nrule ") if block.startswith("zero_shot:")]
+    assert len(zero_shot_blocks) == 4 and all("gpu=1" in block for block in zero_shot_blocks)
     merge_blocks = [block for block in text.split("rule ") if block.startswith("embed_merge:")]
-    assert len(merge_blocks) == 2 and not any("gpu=1" in block for block in merge_blocks)
+    assert len(merge_blocks) == 4 and not any("gpu=1" in block for block in merge_blocks)
 
 
 def test_paper_config_plans_the_downloads(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     result = snakemake(workdir, "--dry-run", "--configfile", "config/paper.yaml")
     text = result.stdout + result.stderr
-    for rule in ("fetch_variants", "fetch_genome", "prepare_genome", "embed", "report"):
+    for rule in ("fetch_dataset_eqtl", "fetch_genome", "prepare_genome", "fetch_tss", "fetch_model", "embed", "report"):
         assert f"rule {rule}:" in text or f"localrule {rule}:" in text, rule
-    assert "results/paper/tables/vep_auroc.tsv" in text
+    # Downloads (data and model checkpoints) are local rules: compute nodes need no internet.
+    for rule in ("fetch_dataset_eqtl", "fetch_genome", "fetch_model"):
+        assert f"localrule {rule}:" in text, rule
+    assert "results/paper/eqtl/tables/vep_auroc.tsv" in text
 
 
 def test_invalid_config_names_the_key(tmp_path):

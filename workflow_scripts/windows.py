@@ -1,12 +1,9 @@
-"""Rule windows: check variants against the genome and record their context/pooling windows."""
+"""Rule windows: check variants against the genome and record their windows."""
 import sys
 from pathlib import Path
 
-# Import the library from this checkout, so the workflow also runs under --use-conda without installing it.
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+sys.path.insert(0, str(Path(snakemake.scriptdir)))  # noqa: F821
 
-from caduceus_vep import stages  # noqa: E402
+from _adapter import run  # noqa: E402
 
-sm = snakemake  # noqa: F821
-stages.run_logged(sm.log[0], stages.windows_stage, sm.input.variants, sm.input.fasta, sm.params.spec, sm.output.windows, sm.output.skipped,
-                  source=sm.params.source, out_flags=sm.output.flags)
+run(snakemake, "windows_stage")  # noqa: F821

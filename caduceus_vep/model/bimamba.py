@@ -24,15 +24,23 @@ class BiMamba(nn.Module):
         self.mamba_rev.in_proj = self.mamba_fwd.in_proj
         self.mamba_rev.out_proj = self.mamba_fwd.out_proj
 
-    #: Above this many tokens per call, batch rows go through one at a time: the same result,
-    #: with the [batch, L, 2 * d_inner] activations of only one row alive (long contexts on CPU).
+    #: Above this many tokens per call on CPU, batch rows go through one at a time: the same
+    #: result, with the [batch, L, 2 * d_inner] activations of only one row alive (long contexts).
     max_tokens_per_call = 1 << 16
+    #: On a GPU, groups of rows of up to this many tokens: one 1,536-token row cannot keep a GPU
+    #: busy; 2^20 tokens (8 rows of 131,072) bound the activations (about 10 GB in bf16 by the
+    #: tensor sizes, an estimate: benchmarks/gpu_check.py measures the peak).
+    max_tokens_per_call_gpu = 1 << 20
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden [B, L, d_model] -> [B, L, d_model]."""
         batch, length = hidden.shape[:2]
-        if batch > 1 and batch * length > self.max_tokens_per_call:
-            return torch.cat([self._forward(row) for row in hidden.split(1)], dim=0)
+        if hidden.device.type == "cpu":
+            if batch > 1 and batch * length > self.max_tokens_per_call:
+                return torch.cat([self._forward(row) for row in hidden.split(1)], dim=0)
+        elif batch > 1 and batch * length > self.max_tokens_per_call_gpu:
+            rows = max(1, self.max_tokens_per_call_gpu // length)
+            return torch.cat([self._forward(part) for part in hidden.split(rows)], dim=0)
         return self._forward(hidden)
 
     def _forward(self, hidden: Tensor) -> Tensor:

@@ -9,13 +9,17 @@ Ph: mixer = BiMamba on d channels. PS: mixer = RCPSWrapper(BiMamba) on 2d channe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from .bimamba import BiMamba
 from .config import CaduceusConfig
+from .kernels import kernels_for
 from .norm import RMSNorm
-from .rcps import RCPSWrapper, rcps_add_norm
+from .rcps import RCPSWrapper, rc_flip, rcps_add_norm
 
 
 def add_residual(hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool) -> Tensor:
@@ -24,6 +28,37 @@ def add_residual(hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool
     if residual_in_fp32 and summed.dtype in (torch.float16, torch.bfloat16):
         summed = summed.float()
     return summed
+
+
+def fused_add_norm(
+    rms_norm_fn: Callable[..., Any], hidden: Tensor, residual: Tensor | None, norm: RMSNorm, *,
+    residual_in_fp32: bool, rcps: bool, prenorm: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The GPU path's add + RMSNorm through mamba-ssm's fused kernel, exactly as upstream Caduceus calls it.
+
+    ``rms_norm_fn(x, weight, bias, residual=..., prenorm=..., residual_in_fp32=..., eps=...)``
+    adds ``x + residual`` in fp32, normalises it and returns ``y`` in x's dtype (and, with
+    ``prenorm=True``, the sum in the residual's dtype: fp32 when ``residual_in_fp32`` and there is
+    no residual yet). Ph: one call. PS (``rcps``): one call per half on d channels, the RC half in RC
+    orientation; inside the blocks (``prenorm=True``) with the half swap of the checkpoints
+    (modeling_rcps.RCPSMambaBlock: the second half goes to the forward slot, see
+    ``rcps.rcps_add_norm``), for the final norm (``prenorm=False``) without it
+    (modeling_caduceus.CaduceusMixerModel).
+    """
+    kwargs = {"prenorm": prenorm, "residual_in_fp32": residual_in_fp32, "eps": norm.eps}
+    if not rcps:
+        return rms_norm_fn(hidden, norm.weight, None, residual=residual, **kwargs)
+    h1, h2 = hidden.chunk(2, dim=-1)
+    r1, r2 = (None, None) if residual is None else residual.chunk(2, dim=-1)
+    # Blocks: forward slot <- second half, RC slot <- first half (the swap); final norm: in place.
+    (hf, rf), (hr, rr) = ((h2, r2), (h1, r1)) if prenorm else ((h1, r1), (h2, r2))
+    out_fwd = rms_norm_fn(hf, norm.weight, None, residual=rf, **kwargs)
+    out_rc = rms_norm_fn(rc_flip(hr), norm.weight, None, residual=None if rr is None else rc_flip(rr), **kwargs)
+    if not prenorm:
+        return torch.cat([out_fwd, rc_flip(out_rc)], dim=-1)
+    (normed_fwd, residual_fwd), (normed_rc, residual_rc) = out_fwd, out_rc
+    return (torch.cat([normed_fwd, rc_flip(normed_rc)], dim=-1),
+            torch.cat([residual_fwd, rc_flip(residual_rc)], dim=-1))
 
 
 class CaduceusBlock(nn.Module):
@@ -42,6 +77,12 @@ class CaduceusBlock(nn.Module):
         self.swap_halves = config.fused_add_norm
 
     def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+        kernels = kernels_for(hidden)
+        if self.swap_halves and kernels is not None and kernels.rms_norm_fn is not None:
+            # GPU path: mamba-ssm's fused add + RMSNorm (the path the checkpoints were trained with).
+            normed, residual = fused_add_norm(kernels.rms_norm_fn, hidden, residual, self.norm,
+                                              residual_in_fp32=self.residual_in_fp32, rcps=self.is_rcps, prenorm=True)
+            return self.mixer(normed), residual
         summed = add_residual(hidden, residual, self.residual_in_fp32)
         if self.is_rcps:
             normed, residual = rcps_add_norm(summed, self.norm, self.swap_halves)

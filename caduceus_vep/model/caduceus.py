@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .block import CaduceusBlock, add_residual
+from .block import CaduceusBlock, add_residual, fused_add_norm
 from .config import CaduceusConfig
+from .kernels import kernels_for
 from .norm import RMSNorm
 from .rcps import RCPSEmbedding, RCPSLMHead, rcps_add_norm
 
@@ -41,6 +42,7 @@ class CaduceusBackbone(nn.Module):
         super().__init__()
         self.is_rcps = config.rcps
         self.residual_in_fp32 = config.residual_in_fp32
+        self.fused_add_norm = config.fused_add_norm
         self.embeddings = CaduceusEmbeddings(config)
         self.layers = nn.ModuleList(CaduceusBlock(config) for _ in range(config.n_layer))
         self.norm_f = RMSNorm(config.d_model, eps=config.norm_epsilon)
@@ -50,6 +52,10 @@ class CaduceusBackbone(nn.Module):
         residual = None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
+        kernels = kernels_for(hidden)
+        if self.fused_add_norm and kernels is not None and kernels.rms_norm_fn is not None:
+            return fused_add_norm(kernels.rms_norm_fn, hidden, residual, self.norm_f,
+                                  residual_in_fp32=self.residual_in_fp32, rcps=self.is_rcps, prenorm=False)
         summed = add_residual(hidden, residual, self.residual_in_fp32)
         if self.is_rcps:
             # Final norm: same rule as inside the blocks but without the half swap.

@@ -3,6 +3,14 @@
 Only the settings the released checkpoints use are implemented; any other value of a setting that
 changes the computation raises ``ValueError`` naming the key, so an unexpected checkpoint can never
 be run with silently different maths.
+
+Sizes are bounded before any tensor is built, so a hostile or mistyped ``config.json`` (d_model
+10^7, n_layer 10^5) is refused in microseconds instead of spending minutes in the allocator: each
+size may exceed the largest value in the released Caduceus family (:data:`RELEASED_MAX`: the
+``kuleshov-group/caduceus-{ph,ps}_seqlen-{1k,131k}_d_model-{118,256}_n_layer-{4,16}`` checkpoints)
+by at most :data:`SIZE_FACTOR` (16x), and the parameter count by at most :data:`PARAMETER_FACTOR`
+(64x the released 131k models' 7,725,312, about 494 M parameters or 2 GB in float32). Floats
+(``norm_epsilon``, the ``dt_*`` settings) must be finite.
 """
 
 from __future__ import annotations
@@ -12,6 +20,15 @@ import math
 from typing import Any
 
 from .tokenizer import COMPLEMENT_MAP
+
+# Largest value of each size in the released Caduceus family, and how far beyond it a config may go.
+RELEASED_MAX = {
+    "d_model": 256, "n_layer": 16, "vocab_size": 16, "pad_vocab_size_multiple": 8,
+    "ssm_cfg.d_state": 16, "ssm_cfg.d_conv": 4, "ssm_cfg.expand": 2, "ssm_cfg.dt_rank": 16,
+}
+SIZE_FACTOR = 16
+RELEASED_PARAMETERS = 7_725_312  # caduceus-{ph,ps}_seqlen-131k_d_model-256_n_layer-16
+PARAMETER_FACTOR = 64
 
 _SSM_KEYS = {
     "d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
@@ -24,6 +41,16 @@ def _check_type(key: str, value: Any, kind: type | tuple[type, ...]) -> None:
     wrong_bool = isinstance(value, bool) and kind is not bool
     if wrong_bool or not isinstance(value, kind):
         raise ValueError(f"config key {key!r} has unsupported value {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config key {key!r} has unsupported value {value!r} (not finite)")
+
+
+def _check_size(key: str, value: int) -> None:
+    """Refuse a size beyond the released family's by more than SIZE_FACTOR (see the module docstring)."""
+    limit = RELEASED_MAX[key] * SIZE_FACTOR
+    if value > limit:
+        raise ValueError(f"config key {key!r} = {value} is more than {SIZE_FACTOR}x the largest released Caduceus "
+                         f"model's ({RELEASED_MAX[key]}); refusing it before building the model (at most {limit})")
 
 
 @dataclasses.dataclass
@@ -48,10 +75,12 @@ class SsmConfig:
             _check_type(f"ssm_cfg.{key}", getattr(self, key), int)
             if getattr(self, key) < 1:
                 raise ValueError(f"config key 'ssm_cfg.{key}' has unsupported value {getattr(self, key)!r}")
+            _check_size(f"ssm_cfg.{key}", getattr(self, key))
         if self.dt_rank != "auto":
             _check_type("ssm_cfg.dt_rank", self.dt_rank, int)
             if self.dt_rank < 1:
                 raise ValueError(f"config key 'ssm_cfg.dt_rank' has unsupported value {self.dt_rank!r}")
+            _check_size("ssm_cfg.dt_rank", self.dt_rank)
         for key in ("dt_min", "dt_max", "dt_scale", "dt_init_floor"):
             _check_type(f"ssm_cfg.{key}", getattr(self, key), (int, float))
         if not 0 < self.dt_min <= self.dt_max:
@@ -101,10 +130,13 @@ class CaduceusConfig:
             _check_type(key, getattr(self, key), int)
             if getattr(self, key) < 1:
                 raise ValueError(f"config key {key!r} has unsupported value {getattr(self, key)!r}")
+            _check_size(key, getattr(self, key))
         for key in ("rcps", "rms_norm", "fused_add_norm", "residual_in_fp32", "bidirectional",
                     "bidirectional_weight_tie"):
             _check_type(key, getattr(self, key), bool)
         _check_type("norm_epsilon", self.norm_epsilon, (int, float))
+        if not self.norm_epsilon > 0:
+            raise ValueError(f"config key 'norm_epsilon' has unsupported value {self.norm_epsilon!r} (must be > 0)")
         # The settings the released checkpoints use are the only ones implemented.
         if not self.rms_norm:
             raise ValueError("config key 'rms_norm' has unsupported value False (LayerNorm is not implemented)")
@@ -119,13 +151,20 @@ class CaduceusConfig:
         if isinstance(self.ssm_cfg, dict):
             self.ssm_cfg = SsmConfig.from_dict(self.ssm_cfg)
         self.complement_map = self._normalise_complement_map(self.complement_map)
+        # Each size can be within bounds while their product is not (d_model and expand and n_layer).
+        limit = RELEASED_PARAMETERS * PARAMETER_FACTOR
+        if self.parameter_count > limit:
+            raise ValueError(
+                f"config has {self.parameter_count:,} parameters (d_model={self.d_model}, n_layer={self.n_layer}, "
+                f"ssm_cfg.expand={self.ssm_cfg.expand}, ssm_cfg.d_state={self.ssm_cfg.d_state}), more than "
+                f"{PARAMETER_FACTOR}x the released Caduceus models' {RELEASED_PARAMETERS:,}; refusing it before building the model")
 
     def _normalise_complement_map(self, raw: Any) -> dict[int, int]:
         """Int-keyed map covering the padded vocabulary; ids it does not name map to themselves."""
         if raw is None:
             raw = dict(enumerate(COMPLEMENT_MAP))
         if not isinstance(raw, dict):
-            raise ValueError(f"config key 'complement_map' has unsupported value {raw!r}")
+            raise ValueError(f"config key 'complement_map' has unsupported value {raw!r}")  # noqa: TRY004 - config errors are ValueErrors
         try:
             mapping = {int(k): int(v) for k, v in raw.items()}
         except (TypeError, ValueError):
@@ -145,6 +184,16 @@ class CaduceusConfig:
         """Rows of the embedding: vocab_size rounded up to pad_vocab_size_multiple (as upstream)."""
         m = self.pad_vocab_size_multiple
         return -(-self.vocab_size // m) * m
+
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of the model this config builds (the LM head is tied to the embedding), from the sizes alone."""
+        ssm, d, inner = self.ssm_cfg, self.d_model, self.d_inner
+        projections = 2 * inner * d + (2 * inner if ssm.bias else 0) + d * inner + (d if ssm.bias else 0)
+        per_direction = (inner * ssm.d_state + inner + inner * ssm.d_conv + (inner if ssm.conv_bias else 0)
+                         + (self.dt_rank + 2 * ssm.d_state) * inner + self.dt_rank * inner + inner)
+        layer = projections + 2 * per_direction + d  # in/out projections tied across the two directions; one norm
+        return self.n_layer * layer + self.padded_vocab_size * d + d
 
     @property
     def d_inner(self) -> int:

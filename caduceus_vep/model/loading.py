@@ -4,6 +4,17 @@ A checkpoint folder holds ``config.json`` and ``model.safetensors`` (preferred) 
 ``pytorch_model.bin``. The remote-code ``.py`` files of the Hub repositories are never imported, and
 ``.bin`` files are read with ``torch.load(weights_only=True)``, which refuses pickles that would
 execute code.
+
+What is refused, naming the file (:class:`CheckpointError`): a ``config.json`` that cannot be read
+or is not a JSON object (with the line and column of a syntax error), a config with unsupported or
+out-of-bounds settings (``caduceus_vep.model.config``: checked before any tensor is built), weights
+that cannot be read, and weights holding NaN or infinite values (naming the tensors).
+
+Hub repositories: :func:`fetch_checkpoint` downloads (or validates) a checkpoint once, on a machine
+with internet access, and returns a record whose ``local_path`` compute jobs load from, so jobs on
+nodes without internet never talk to the Hub. A Hub id that is neither cached nor reachable
+(``HF_HUB_OFFLINE=1``, no network) raises one :class:`ModelUnavailableError` saying how to
+pre-download it, not a chain of tracebacks.
 """
 
 from __future__ import annotations
@@ -11,8 +22,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -32,8 +44,17 @@ HUB_ALLOW_PATTERNS = [
 ]
 
 
+# What fetch_checkpoint downloads: the files the loader reads, the safetensors file first.
+FETCH_CANDIDATES = ([CONFIG_NAME, SAFETENSORS_NAME], [CONFIG_NAME, BIN_NAME])
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 class CheckpointError(ValueError):
     """A checkpoint that does not match the model (missing/unexpected keys, shapes, unsafe file)."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """A Hub model that is neither in the local cache nor downloadable here (offline, unreachable, not found)."""
 
 
 def _tie_groups(model: Caduceus) -> list[list[str]]:
@@ -48,21 +69,67 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, a header safetensors cannot parse
+            raise CheckpointError(f"cannot read the weights file {path}: {type(exc).__name__}: {exc}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"refusing to load {path}: it is not a plain tensor pickle ({exc})") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"cannot read the weights file {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat dict of tensors")
     return state
+
+
+def _check_finite(state: dict[str, Tensor], path: Path) -> None:
+    """Refuse NaN/inf weights: they load silently and turn every feature into NaN (or worse, a few)."""
+    bad = []
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{name} ({count} of {tensor.numel()} values)")
+    if bad:
+        raise CheckpointError(f"{path} holds non-finite (NaN or inf) weights in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; the checkpoint is corrupt")
+
+
+def read_config(folder: str | os.PathLike[str]) -> CaduceusConfig:
+    """The validated config of a checkpoint folder; every failure names ``<folder>/config.json``."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {Path(folder)}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not UTF-8 text (byte {exc.start}): it is not a config.json") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(raw).__name__}, not an object of config keys")
+    try:
+        return CaduceusConfig.from_dict(raw)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _weights_path(folder: Path) -> Path:
+    weights = next((folder / n for n in (SAFETENSORS_NAME, BIN_NAME) if (folder / n).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {folder}")
+    return weights
 
 
 def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Drop the ``caduceus.`` prefix of MaskedLM checkpoints (the LM head keys have none)."""
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        name = key[len(MASKED_LM_PREFIX):] if key.startswith(MASKED_LM_PREFIX) else key
+        name = key.removeprefix(MASKED_LM_PREFIX)
         if name in out:
             raise CheckpointError(f"checkpoint holds {name!r} both with and without the {MASKED_LM_PREFIX!r} prefix")
         out[name] = value
@@ -99,21 +166,110 @@ def _match_state_dict(model: Caduceus, state: dict[str, Tensor]) -> dict[str, Te
     return full
 
 
+def _snapshot_commit(folder: Path) -> str | None:
+    """The commit of a Hugging Face cache snapshot folder (``.../snapshots/<commit>``), else None."""
+    return folder.name if folder.parent.name == "snapshots" and _COMMIT.fullmatch(folder.name) else None
+
+
+def _hub_id(name_or_path: str | os.PathLike[str]) -> str:
+    """``name_or_path`` if it is shaped like a Hub repo id (``owner/name``) and is no local path."""
+    path = Path(name_or_path).expanduser()
+    text = str(name_or_path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"{text!r} is neither a checkpoint folder nor a Hub repo id of the form owner/name")
+    return text
+
+
+def _hub_snapshot(repo: str, revision: str | None, allow_patterns: list[str], cache_dir: str | None = None) -> Path:
+    """``snapshot_download``, with every way of not getting the files turned into one ModelUnavailableError."""
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir} if cache_dir is not None else {}
+    not_here = tuple(getattr(errors, n) for n in ("LocalEntryNotFoundError", "IncompleteSnapshotError", "OfflineModeIsEnabled")
+                     if hasattr(errors, n))
+    not_found = tuple(getattr(errors, n) for n in ("RepositoryNotFoundError", "RevisionNotFoundError") if hasattr(errors, n))
+    rev = revision or "main"
+    try:
+        return Path(huggingface_hub.snapshot_download(repo_id=repo, revision=revision, allow_patterns=allow_patterns, **kwargs))
+    except not_found as exc:
+        raise ModelUnavailableError(
+            f"Hugging Face model {repo} (revision {rev}) was not found on the Hub ({type(exc).__name__}). "
+            "Check models[].path and models[].revision; a private or gated repository needs HF_TOKEN.") from None
+    except not_here as exc:
+        offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
+        cause = exc.__cause__ or exc
+        short = (str(cause).strip().splitlines() or [""])[0][:200]
+        why = ("HF_HUB_OFFLINE is set" if offline else f"the Hub cannot be reached ({type(cause).__name__}: {short})")
+        if type(exc).__name__ == "IncompleteSnapshotError":
+            why += "; the cached copy lacks some of the files"
+        cache = cache_dir or constants.HF_HUB_CACHE
+        raise ModelUnavailableError(
+            f"Hugging Face model {repo} (revision {rev}) is not in the local cache ({cache}) and cannot be downloaded "
+            f"here: {why}.\n"
+            f"  Either, on a machine with internet access and the same HF_HOME/HF_HUB_CACHE, run\n"
+            f"      huggingface-cli download {repo} --revision {rev}      (or: hf download {repo} --revision {rev})\n"
+            f"  and then run here with HF_HUB_OFFLINE=1;\n"
+            f"  or download the checkpoint folder (config.json and model.safetensors) anywhere and point "
+            f"models[].path at that local folder.") from None
+
+
 def _resolve_folder(name_or_path: str | os.PathLike[str], revision: str | None) -> tuple[Path, str | None]:
     """Local folder as is, anything shaped like ``owner/name`` from the Hub (cache, HF_HUB_OFFLINE)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if revision is not None:
             raise ValueError(f"revision={revision!r} only applies to Hub repo ids, not the folder {path}")
-        return path.resolve(), None
-    text = str(name_or_path)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise FileNotFoundError(f"{text!r} is neither a checkpoint folder nor a Hub repo id of the form owner/name")
-    from huggingface_hub import snapshot_download
-
-    folder = Path(snapshot_download(repo_id=text, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS))
+        folder = path.resolve()
+        # A snapshot folder of the Hugging Face cache (what fetch_checkpoint returns) still names its commit.
+        return folder, _snapshot_commit(folder)
+    folder = _hub_snapshot(_hub_id(name_or_path), revision, HUB_ALLOW_PATTERNS)
     # Snapshot folders are named by commit hash: record the exact commit, not a moving branch name.
     return folder, folder.name
+
+
+def fetch_checkpoint(path_or_repo: str, revision: str | None = None, cache_dir: str | None = None) -> dict[str, Any]:
+    """Download (Hub id) or validate (local folder) a checkpoint; a JSON-able record of what it is and where.
+
+    For a Hub id only ``config.json`` and the weights are fetched (``model.safetensors``, else
+    ``pytorch_model.bin``), into the Hugging Face cache (``cache_dir``, default ``HF_HUB_CACHE``).
+    The config is parsed and bounded and the weights hashed, so a broken checkpoint fails here, on
+    the submitting machine, not in a compute job. Returns ``{"source", "revision", "resolved_commit",
+    "local_path", "weights_file", "weights_sha256"}``; load with ``load_caduceus(record["local_path"])``.
+    Raises :class:`ModelUnavailableError` (not cached, not reachable, not found), :class:`CheckpointError`
+    or ``FileNotFoundError``.
+    """
+    path = Path(path_or_repo).expanduser()
+    if path.is_dir():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} only applies to Hub repo ids, not the folder {path}")
+        folder = path.resolve()
+        commit = _snapshot_commit(folder)
+    else:
+        repo = _hub_id(path_or_repo)
+        folder = None
+        first_error: ModelUnavailableError | None = None
+        for patterns in FETCH_CANDIDATES:
+            try:
+                candidate = _hub_snapshot(repo, revision, patterns, cache_dir)
+            except ModelUnavailableError as exc:
+                first_error = first_error or exc
+                continue
+            if (candidate / patterns[-1]).is_file():
+                folder = candidate
+                break
+        if folder is None:
+            if first_error is not None:
+                raise first_error
+            raise FileNotFoundError(f"Hugging Face model {repo} (revision {revision or 'main'}) has no "
+                                    f"{SAFETENSORS_NAME} or {BIN_NAME}")
+        commit = folder.name
+    read_config(folder)
+    weights = _weights_path(folder)
+    return {
+        "source": str(path_or_repo), "revision": revision, "resolved_commit": commit, "local_path": str(folder),
+        "weights_file": weights.name, "weights_sha256": sha256_file(weights),
+    }
 
 
 def load_caduceus(
@@ -124,12 +280,11 @@ def load_caduceus(
 ) -> Caduceus:
     """Load a released-layout checkpoint (local folder or Hub repo id) into an eval-mode model."""
     folder, resolved_revision = _resolve_folder(name_or_path, revision)
-    config_dict = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    config = CaduceusConfig.from_dict(config_dict)
-    weights = next((folder / n for n in (SAFETENSORS_NAME, BIN_NAME) if (folder / n).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {folder}")
-    state = _strip_prefix(_read_weights(weights))
+    config = read_config(folder)  # bounded before any tensor exists
+    weights = _weights_path(folder)
+    raw_state = _read_weights(weights)
+    _check_finite(raw_state, weights)  # before renaming: the message names the tensor as the file stores it
+    state = _strip_prefix(raw_state)
     has_lm_head = any(k.startswith("lm_head.") for k in state) or "CaduceusForMaskedLM" in (config.architectures or [])
     model = Caduceus(config, lm_head=has_lm_head)
     model.load_state_dict(_match_state_dict(model, state), strict=True)

@@ -14,15 +14,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import kernels_for
 from .scan import selective_scan
 
 
-def _cuda_causal_conv():
-    try:
-        from causal_conv1d import causal_conv1d_fn
-    except ImportError:
-        return None
-    return causal_conv1d_fn
+def conv_kernel_layout(x: Tensor) -> Tensor:
+    """x [B, D, L] in a layout causal_conv1d's CUDA kernel accepts, copying only when it must.
+
+    The kernel takes x with L contiguous (stride(2) == 1) or channel-last (stride(1) == 1, then
+    D, stride(0) and stride(2) must be multiples of 8, causal_conv1d.cpp). The x half of in_proj's
+    output arrives channel-last ([B, L, 2*d_inner] transposed), which is used as it is when allowed.
+    """
+    if x.stride(2) == 1:
+        return x
+    if x.stride(1) == 1 and x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0:
+        return x
+    return x.contiguous()
 
 
 class Mamba(nn.Module):
@@ -59,11 +66,12 @@ class Mamba(nn.Module):
     def _conv_silu(self, x: Tensor) -> Tensor:
         """Causal depthwise convolution + SiLU on x [B, d_inner, L]."""
         length = x.shape[-1]
-        if x.is_cuda:
-            kernel = _cuda_causal_conv()
-            if kernel is not None:
-                weight = self.conv1d.weight.squeeze(1)
-                return kernel(x, weight, self.conv1d.bias, activation="silu")
+        kernels = kernels_for(x)
+        if kernels is not None and kernels.causal_conv1d_fn is not None:
+            # causal_conv1d_fn(x, weight [D, width], bias, activation): the same causal
+            # convolution (left padding width - 1) with the SiLU fused; output in x's dtype.
+            weight = self.conv1d.weight.squeeze(1)
+            return kernels.causal_conv1d_fn(conv_kernel_layout(x), weight, self.conv1d.bias, activation="silu")
         # Padding d_conv-1 on both sides, keep the first L outputs: output t sees inputs <= t only.
         return F.silu(self.conv1d(x)[..., :length], inplace=not torch.is_grad_enabled())
 

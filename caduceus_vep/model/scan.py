@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .kernels import installed_kernels, kernels_for
 
 #: Positions per chunk. Measured on one CPU thread (D=512, N=16, L=1536): 32-64 is fastest;
 #: longer chunks fall out of cache, shorter ones pay more per-chunk overhead.
@@ -150,15 +153,6 @@ def selective_scan_torch(
     return y.to(out_dtype)
 
 
-def _cuda_kernel():
-    """mamba_ssm's fused CUDA scan, or None when it is not installed (always the case on CPU hosts)."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except ImportError:
-        return None
-    return selective_scan_fn
-
-
 log = logging.getLogger(__name__)
 
 #: Environment variable choosing the CPU scan: "auto" (default: the compiled kernel when it
@@ -198,7 +192,7 @@ def scan_backend(device: str | torch.device = "cpu") -> str:
     fp64 always use ``"torch-chunked"`` on CPU.
     """
     if torch.device(device).type == "cuda":
-        return "mamba-ssm-cuda" if _cuda_kernel() is not None else "torch-chunked"
+        return "mamba-ssm-cuda" if installed_kernels().selective_scan_fn is not None else "torch-chunked"
     choice = _cpu_choice()
     if choice == "torch":
         return "torch-chunked"
@@ -268,6 +262,35 @@ def selective_scan_fused(
     return out
 
 
+def scan_with_kernel(
+    kernel: Callable[..., Tensor],
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
+    """Call mamba-ssm's ``selective_scan_fn`` with the dtypes its CUDA kernel checks (selective_scan.cpp).
+
+    u, delta, z and the input-dependent B, C must share one dtype (the input type: fp32, fp16 or
+    bf16 under autocast); A, D and delta_bias must be fp32. The kernel applies delta_bias and
+    softplus itself and returns y * silu(z) [B, D, L] in the input type. Inputs with a non-unit
+    last stride are made contiguous by selective_scan_fn itself.
+    """
+    dtype = u.dtype
+    return kernel(
+        u, delta.to(dtype), A.float(), B.to(dtype), C.to(dtype),
+        D=None if D is None else D.float(),
+        z=None if z is None else z.to(dtype),
+        delta_bias=None if delta_bias is None else delta_bias.float(),
+        delta_softplus=delta_softplus,
+    )
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -281,20 +304,13 @@ def selective_scan(
 ) -> Tensor:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` semantics; returns y of shape [B, D, L].
 
-    Uses the mamba_ssm CUDA kernel when the tensors live on a GPU and the package imports, the
-    compiled CPU kernel for CPU inference (see ``scan_backend``), the chunked PyTorch
-    implementation otherwise.
+    Uses mamba_ssm's kernel when ``kernels.kernels_for(u)`` offers one (CUDA tensors with mamba-ssm
+    installed, or a test's ``kernels.use_kernels``), the compiled CPU kernel for CPU inference (see
+    ``scan_backend``), the chunked PyTorch implementation otherwise.
     """
-    if u.is_cuda:
-        kernel = _cuda_kernel()
-        if kernel is not None:
-            return kernel(
-                u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
-                D=None if D is None else D.float(),
-                z=None if z is None else z.contiguous(),
-                delta_bias=None if delta_bias is None else delta_bias.float(),
-                delta_softplus=delta_softplus,
-            )
-    elif _fused_applies(u, delta, A, B, C, D, z, delta_bias):
+    kernels = kernels_for(u)
+    if kernels is not None and kernels.selective_scan_fn is not None:
+        return scan_with_kernel(kernels.selective_scan_fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if _fused_applies(u, delta, A, B, C, D, z, delta_bias):
         return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
