@@ -83,19 +83,11 @@ def pooled_features(model: torch.nn.Module, input_ids: torch.Tensor, pool: tuple
 
     Returns two float32 tensors of shape [B, H_feature]; H_feature = d_model for both PS and Ph.
     """
-    from caduceus_vep.model import ps_forward_hidden, ps_rc_hidden, reverse_complement_ids
+    from caduceus_vep.model.features import forward_and_rc_hidden
 
     start, end = pool
-    if getattr(model, "is_rcps", False):
-        hidden = model(input_ids)
-        fwd, rc = ps_forward_hidden(hidden), ps_rc_hidden(hidden, upstream_length_flip=True)
-    else:
-        # Ph: the reverse-complement sequences join the same batch (one model call of 2B rows
-        # instead of two calls of B), which keeps a GPU busier; the RC half is flipped back along
-        # length so that position i describes base i (same result as ph_rc_hidden).
-        rc_ids = reverse_complement_ids(input_ids, model.config.complement_list)
-        fwd, rc = model(torch.cat([input_ids, rc_ids])).chunk(2, dim=0)
-        rc = rc.flip(-2)
+    # PS: the RC half as the paper's embedding script takes it (length and channels flipped).
+    fwd, rc = forward_and_rc_hidden(model, input_ids, upstream_length_flip=True)
     return fwd[:, start:end].float().mean(dim=1), rc[:, start:end].float().mean(dim=1)
 
 

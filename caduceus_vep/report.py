@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 
 import pandas as pd
 
-from caduceus_vep.atomic import atomic_path, write_text_atomic
+from caduceus_vep.atomic import atomic_path
 
 
 def format_cell(mean: float, sd: float, c: float) -> str:
@@ -51,10 +50,10 @@ def markdown_table(wide: pd.DataFrame, bucket_order: list[str], title: str) -> s
 
 
 def write_tsv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Tab-separated, fixed float format so two runs give byte-identical files."""
-    buffer = io.StringIO()
-    frame.to_csv(buffer, sep="\t", index=False, float_format="%.6f", lineterminator="\n")
-    write_text_atomic(path, buffer.getvalue())
+    """Tab-separated, fixed float format so two runs give byte-identical files; streamed in row chunks
+    into a temporary file that is renamed (a million-row score table never exists as one string)."""
+    with atomic_path(path, suffix=".tsv") as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.6f", lineterminator="\n", chunksize=50_000)
 
 
 def bar_chart(wide: pd.DataFrame, bucket_order: list[str], path: str | os.PathLike[str], title: str) -> None:

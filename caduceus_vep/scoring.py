@@ -238,6 +238,9 @@ def info_fields(scores: ModelScores) -> list[tuple[str, str, str, str, str]]:
 
 
 def _header_value(text: object) -> str:
+    """A quoted VCF header value ('.' for none)."""
+    if text is None:
+        return '"."'
     return '"' + str(text).replace("\\", "/").replace('"', "'") + '"'
 
 

@@ -160,6 +160,9 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
     lo, hi = shard_bounds(len(windows), job.shard, job.shards)
     rows = windows.iloc[lo:hi].reset_index(drop=True)
     model = load_caduceus(model_spec["path"], revision=model_spec.get("revision"), device=str(device))
+    if model_spec.get("source"):
+        # Loaded from the fetch_model rule's local copy: provenance names what the config asked for.
+        model.provenance.update(name_or_path=model_spec["source"], revision=model_spec.get("source_revision"))
     rc_features = "ps_second_half" if getattr(model, "is_rcps", False) else "ph_rc_pass"
     context_length = int(windows.context_end.iloc[0] - windows.context_start.iloc[0]) if len(windows) else 0
     pool = (int(windows.pool_start.iloc[0]), int(windows.pool_end.iloc[0])) if len(windows) else (0, 0)

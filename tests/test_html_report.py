@@ -5,15 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pysam
 import pytest
-from test_workflow import copy_workflow, snakemake
+from test_workflow import snakemake
 
 
 @pytest.fixture(scope="module")
-def scored_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("report"))
-    snakemake(workdir, "--cores", "2")
-    snakemake(workdir, "--report", "report.html")
-    return workdir
+def scored_run(demo_workdir):
+    snakemake(demo_workdir, "--report", "report.html")
+    return demo_workdir
 
 
 @pytest.mark.slow

@@ -17,15 +17,15 @@ from test_workflow import SNAKEMAKE, copy_workflow, snakemake
 from caduceus_vep.embed import read_embeddings
 
 MODELS = ("caduceus_ps", "caduceus_ph")
-TABLES = ["tables/vep_auroc.tsv", "tables/vep_auroc.md", "tables/vep_auroc_per_seed.tsv"]
+TABLES = ["eqtl/tables/vep_auroc.tsv", "eqtl/tables/vep_auroc.md", "eqtl/tables/vep_auroc_per_seed.tsv",
+          "demo_vcf/scores/demo_vcf.scores.tsv", "eqtl/scores/eqtl.scores.tsv"]
+DATASETS = ("eqtl", "demo_vcf")
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("clean"))
-    snakemake(workdir, "--cores", "2")
-    return workdir
+def clean_run(demo_workdir) -> Path:
+    return demo_workdir
 
 
 def kill_when_a_checkpoint_appears(workdir: Path, timeout_s: float = 600) -> Path:
@@ -35,7 +35,7 @@ def kill_when_a_checkpoint_appears(workdir: Path, timeout_s: float = 600) -> Pat
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            chunks = sorted((workdir / "results/demo/embeddings/work").glob("*/*/chunk-*.parquet"))
+            chunks = sorted((workdir / "results/demo").glob("*/embeddings/work/*/*/chunk-*.parquet"))
             if chunks:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=60)
@@ -58,39 +58,41 @@ def comparable(meta: dict) -> dict:
 def test_killed_run_resumes_from_checkpoints_to_the_uninterrupted_result(clean_run, tmp_path):
     workdir = copy_workflow(tmp_path / "killed")
     chunk = kill_when_a_checkpoint_appears(workdir)
-    model, shard_dir = chunk.parent.parent.name, chunk.parent.name  # work/<model>/shard-<k>-of-<n>/
-    shard_file = workdir / f"results/demo/embeddings/shards/{model}/{shard_dir.removeprefix('shard-')}.parquet"
+    # <dataset>/embeddings/work/<model>/shard-<k>-of-<n>/chunk-*.parquet
+    model, shard_dir, dataset = chunk.parent.parent.name, chunk.parent.name, chunk.parents[4].name
+    shard_file = workdir / f"results/demo/{dataset}/embeddings/shards/{model}/{shard_dir.removeprefix('shard-')}.parquet"
     assert not shard_file.exists(), "the kill came too late: the shard had finished"
     time.sleep(1)  # nothing may still be running (the job was in the killed process group)
-    survivors = sorted((workdir / "results/demo/embeddings/work").glob("*/*/chunk-*.parquet"))
+    survivors = sorted((workdir / "results/demo").glob("*/embeddings/work/*/*/chunk-*.parquet"))
     assert chunk in survivors
 
     snakemake(workdir, "--unlock")
     snakemake(workdir, "--cores", "2", "--rerun-incomplete")
-    log = (workdir / f"results/demo/logs/embed/{model}.{shard_dir}.log").read_text()
+    log = (workdir / f"results/demo/logs/{dataset}/embed/{model}.{shard_dir}.log").read_text()
     resumed = int(re.search(r"(\d+) resumed from checkpoints", log).group(1))
     assert resumed >= 32, log  # at least the chunk we saw (embed.checkpoint_every: 32) was not recomputed
 
     for name in MODELS:
-        ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/embeddings/{name}.parquet")
-        ids_b, mats_b, meta_b = read_embeddings(workdir / f"results/demo/embeddings/{name}.parquet")
-        assert ids_a.equals(ids_b)
-        for column in mats_a:
-            np.testing.assert_array_equal(mats_a[column], mats_b[column])  # bit for bit
-        assert comparable(meta_a) == comparable(meta_b)
+        for ds in DATASETS:
+            ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/{ds}/embeddings/{name}.parquet")
+            ids_b, mats_b, meta_b = read_embeddings(workdir / f"results/demo/{ds}/embeddings/{name}.parquet")
+            assert ids_a.equals(ids_b)
+            for column in mats_a:
+                np.testing.assert_array_equal(mats_a[column], mats_b[column])  # bit for bit
+            assert comparable(meta_a) == comparable(meta_b)
     for table in TABLES:
         assert (clean_run / "results/demo" / table).read_bytes() == (workdir / "results/demo" / table).read_bytes(), table
 
 
 def test_second_run_name_takes_every_feature_from_the_cache(clean_run):
-    targets = [f"results/demo_again/embeddings/{m}.parquet" for m in MODELS]
+    targets = [f"results/demo_again/eqtl/embeddings/{m}.parquet" for m in MODELS]
     snakemake(clean_run, "--cores", "2", "--config", "run_name=demo_again", "--", *targets)
     for name in MODELS:
         for shard in (0, 1):
-            log = (clean_run / f"results/demo_again/logs/embed/{name}.shard-{shard}-of-2.log").read_text()
+            log = (clean_run / f"results/demo_again/logs/eqtl/embed/{name}.shard-{shard}-of-2.log").read_text()
             assert re.search(r"done: (\d+) variants, 0 computed, \1 from the cache", log), log
-        ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/embeddings/{name}.parquet")
-        ids_b, mats_b, meta_b = read_embeddings(clean_run / f"results/demo_again/embeddings/{name}.parquet")
+        ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/eqtl/embeddings/{name}.parquet")
+        ids_b, mats_b, meta_b = read_embeddings(clean_run / f"results/demo_again/eqtl/embeddings/{name}.parquet")
         assert ids_a.equals(ids_b) and meta_a == meta_b
         for column in mats_a:
             np.testing.assert_array_equal(mats_a[column], mats_b[column])

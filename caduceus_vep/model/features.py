@@ -51,11 +51,23 @@ def ph_rc_hidden(model: Caduceus, input_ids: Tensor) -> Tensor:
     return model(rc_ids).flip(-2)
 
 
-def conjoined_hidden(model: Caduceus, input_ids: Tensor) -> Tensor:
-    """Average of the forward and the position-aligned RC view [B, L, d_model], for PS or Ph."""
+def forward_and_rc_hidden(model: Caduceus, input_ids: Tensor, *, upstream_length_flip: bool = False) -> tuple[Tensor, Tensor]:
+    """The forward hidden state [B, L, d_model] and the RC view of each base [B, L, d_model], PS or Ph.
+
+    PS: one pass, the RC view from its second half (``ps_rc_hidden``; ``upstream_length_flip`` as
+    there). Ph: the reverse-complement sequences join the same model call (one call of 2B rows
+    instead of two of B, which keeps a GPU busier), the RC half flipped back along length
+    (the same result as ``ph_rc_hidden``).
+    """
     if model.is_rcps:
         hidden = model(input_ids)
-        return (ps_forward_hidden(hidden) + ps_rc_hidden(hidden)) / 2
+        return ps_forward_hidden(hidden), ps_rc_hidden(hidden, upstream_length_flip=upstream_length_flip)
     both = model(torch.cat([input_ids, reverse_complement_ids(input_ids, model.config.complement_list)]))
     fwd, rc = both.chunk(2, dim=0)
-    return (fwd + rc.flip(-2)) / 2
+    return fwd, rc.flip(-2)
+
+
+def conjoined_hidden(model: Caduceus, input_ids: Tensor) -> Tensor:
+    """Average of the forward and the position-aligned RC view [B, L, d_model], for PS or Ph."""
+    fwd, rc = forward_and_rc_hidden(model, input_ids)
+    return (fwd + rc) / 2
