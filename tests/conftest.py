@@ -64,3 +64,81 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# --- A real single-node Slurm cluster for tests/test_slurm.py (tests/slurm/cluster.sh) ---------------
+SLURM_CLUSTER_SCRIPT = REPO / "tests/slurm/cluster.sh"
+SLURM_HOW_TO_RUN = ("to run them: as root on Debian/Ubuntu, `sudo .venv/bin/python -m pytest tests/test_slurm.py` "
+                    "(tests/slurm/cluster.sh installs slurm-wlm, slurmdbd, munge and mariadb-server with apt-get when "
+                    "missing, starts a one-node cluster in /tmp/caduceus-vep-slurm and stops it afterwards)")
+
+
+class SlurmCluster:
+    """What a test needs to use the cluster: the client environment (SLURM_CONF), account, partition."""
+
+    account = "cvep"
+    partition = "debug"
+    gpus = 2
+
+    def __init__(self, slurm_conf: str, started_in_s: float) -> None:
+        import os
+
+        self.env = {**os.environ, "SLURM_CONF": slurm_conf}
+        self.dir = Path(slurm_conf).parents[1]
+        self.gpu_env_log = self.dir / "log/gpu-env.log"  # "<jobid> <CUDA_VISIBLE_DEVICES>" per task (task prolog)
+        self.started_in_s = started_in_s
+
+    def run(self, *args: str, check: bool = True, timeout: float = 60):
+        import subprocess
+
+        result = subprocess.run(list(args), env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}): {result.stdout}{result.stderr}")
+        return result
+
+
+def _slurm_unavailable() -> str | None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the Slurm tests start a real cluster and need root"
+    daemons = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+    if not shutil.which("apt-get") and not all(shutil.which(d) or Path("/usr/sbin", d).exists() for d in daemons):
+        return "the Slurm packages are missing and there is no apt-get to install them"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Start the cluster once per session (installing the packages when missing) and stop it at the end,
+    unless it was already running before the session. On CI (CI=true) it never skips: it fails."""
+    import os
+    import subprocess
+    import time
+
+    reason = _slurm_unavailable()
+    if reason:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"CI must run the Slurm tests, but {reason}")
+        pytest.skip(f"{reason}; {SLURM_HOW_TO_RUN}")
+    script = str(SLURM_CLUSTER_SCRIPT)
+    was_running = subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0
+    t0 = time.monotonic()
+    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode != 0:
+        pytest.fail(f"tests/slurm/cluster.sh start failed ({started.returncode}):\n{started.stdout}{started.stderr[-4000:]}")
+    slurm_conf = subprocess.run([script, "env"], capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    yield SlurmCluster(slurm_conf, time.monotonic() - t0)
+    if not was_running:
+        subprocess.run([script, "stop"], capture_output=True, timeout=180)
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory) -> Path:
+    """One end-to-end demo run (`snakemake --cores 2` in a fresh copy), shared by every test that reads its results."""
+    from test_workflow import copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
+    snakemake(workdir, "--cores", "2")
+    return workdir
