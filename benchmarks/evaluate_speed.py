@@ -228,7 +228,8 @@ def bench_sound(jobs: int, frame: pd.DataFrame, m: dict[str, np.ndarray]) -> Non
     finally:
         sound.choose_hyperparameters = original
     print(f"## Whole sound protocol end to end ({jobs} jobs; {settings})\n")
-    print(f"total: wall {total['wall']:.1f} s ({total['wall'] / 60:.1f} min), CPU {total['cpu']:.1f} s, load {total['load'][0]:.2f} -> {total['load'][1]:.2f}\n")
+    print(f"total: wall {total['wall']:.1f} s ({total['wall'] / 60:.1f} min), CPU {total['cpu']:.1f} s, "
+          f"load {total['load'][0]:.2f} -> {total['load'][1]:.2f}\n")
     print("| bucket | training rows | grouped CV (45 fits on 15 kernels) wall s | CPU s | load before -> after | chosen C, gamma factor | test AUROC |")
     print("|---|---|---|---|---|---|---|")
     for (_, row), t in zip(result.table.iterrows(), cv_times):

@@ -81,8 +81,29 @@ def dataset_defaults() -> dict[str, Any]:
     return section_defaults("datasets", "*")
 
 
+def _check_inside(path: str | None, key: str) -> None:
+    """A location the run writes to must stay inside the working directory: no absolute path, no '..'."""
+    if path is None:
+        return
+    parts = Path(path).parts
+    if Path(path).is_absolute() or ".." in parts or not parts or str(path).strip() in ("", "."):
+        raise ConfigError(f"config key {key}: {path!r} must be a relative path inside the workflow directory "
+                          "(absolute paths, '.' and '..' are refused so that a run never writes elsewhere); "
+                          "link a folder into the workflow directory to use another disk")
+
+
 def check_config(config: dict) -> None:
     """Cross-key checks the schema cannot express; raises :class:`ConfigError` naming the key."""
+    # Every location the run writes: results/<run_name> (the schema checks run_name), caches, downloads.
+    _check_inside(config.get("embed", {}).get("cache_dir"), "embed.cache_dir")
+    _check_inside(config.get("model_cache"), "model_cache")
+    for name, dataset in config["datasets"].items():
+        if dataset.get("url"):
+            _check_inside(dataset["path"], f"datasets.{name}.path")
+    if config["genome"].get("url"):
+        _check_inside(config["genome"]["fasta"], "genome.fasta")
+    if (config.get("tss") or {}).get("url"):
+        _check_inside(config["tss"]["gtf"], "tss.gtf")
     models = [m["name"] for m in config["models"]]
     if len(set(models)) != len(models):
         raise ConfigError(f"config key models: model names must be unique, got {models}")

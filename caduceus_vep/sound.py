@@ -180,7 +180,8 @@ def choose_hyperparameters(X: np.ndarray, y: np.ndarray, groups: np.ndarray, set
     n_groups = len(np.unique(groups))
     folds = min(settings.cv_folds, n_groups)
     if folds < 2:
-        return settings.c_grid[0], settings.gamma_grid[0], float("nan"), 0, np.full(len(y), np.nan), "one training chromosome: no grouped CV, first grid values used"
+        note = "one training chromosome: no grouped CV, first grid values used"
+        return settings.c_grid[0], settings.gamma_grid[0], float("nan"), 0, np.full(len(y), np.nan), note
     splits = list(GroupKFold(n_splits=folds).split(X, y, groups))
     c_grid = tuple(settings.c_grid)
     # One job per (fold, gamma): its kernel is computed once and every C is fitted on it. Threads

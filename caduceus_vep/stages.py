@@ -200,10 +200,22 @@ def fetch_model_stage(*, model: dict, cache_dir: PathLike | None, out_record: Pa
 # ----------------------------------------------------------------------------- embeddings
 
 
+# A test cluster with fake GPUs (tests/test_slurm.py): jobs are given a GPU by Slurm but run on the CPU.
+GPU_JOBS_ON_CPU = "CADUCEUS_VEP_GPU_JOBS_ON_CPU"
+
+
+def _gpu_required(require_gpu: bool) -> bool:
+    """Whether a job given the gpu resource must run on CUDA (always, unless GPU_JOBS_ON_CPU is set)."""
+    if require_gpu and os.environ.get(GPU_JOBS_ON_CPU):
+        log.info("CUDA_VISIBLE_DEVICES=%s (gpu job run on the CPU: %s is set)", os.environ.get("CUDA_VISIBLE_DEVICES", ""), GPU_JOBS_ON_CPU)
+        return False
+    return require_gpu
+
+
 def _embed_settings(settings: dict, threads: int, require_gpu: bool):
     from caduceus_vep.embed import EmbedSettings
 
-    return EmbedSettings(batch_size=settings["batch_size"], device="cuda" if require_gpu else settings["device"],
+    return EmbedSettings(batch_size=settings["batch_size"], device="cuda" if _gpu_required(require_gpu) else settings["device"],
                          autocast_dtype=settings["autocast_dtype"], threads=threads)
 
 
@@ -263,7 +275,7 @@ def zero_shot_stage(*, windows: PathLike, fasta: PathLike, embeddings: PathLike,
     """Zero-shot scores of every kept variant: LLR unmasked and SNP-masked, embedding distances."""
     from caduceus_vep import zero_shot
 
-    run_settings = {**settings, "device": "cuda"} if require_gpu else settings
+    run_settings = {**settings, "device": "cuda"} if _gpu_required(require_gpu) else settings
     scores, summary = zero_shot.score_variants(windows, fasta, embeddings, _load_spec(model, model_record), run_settings, threads)
     _write_parquet(scores, out_scores)
     log.info("zero_shot %s: %s", model["name"], summary)

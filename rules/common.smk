@@ -64,6 +64,14 @@ def classifier_bundles(wildcards):
     return [chosen[m] for m in MODELS if m in chosen]
 
 
+def dataset_config(wildcards):
+    """The config as one dataset's provenance records it: without the other datasets, so that adding or
+    changing another dataset never re-runs this one's report or scores."""
+    chosen = DATASETS[wildcards.dataset]["classifiers"]
+    keep = [wildcards.dataset] + ([chosen] if isinstance(chosen, str) else [])
+    return {**config, "datasets": {name: DATASETS[name] for name in keep}}
+
+
 def report_outputs(dataset):
     base = f"{OUT}/{dataset}"
     return [

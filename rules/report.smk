@@ -91,7 +91,7 @@ rule report:
         ENV
     params:
         dataset=lambda wildcards: wildcards.dataset,
-        config=config,
+        config=dataset_config,
         workflow_dir=workflow.basedir,
     script:
         "../workflow_scripts/report.py"

@@ -40,6 +40,6 @@ rule score:
         options=lambda wildcards: DATASETS[wildcards.dataset],
         models=list(MODELS.values()),
         settings=config["evaluate"],
-        config=config,
+        config=dataset_config,
     script:
         "../workflow_scripts/score.py"

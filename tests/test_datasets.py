@@ -145,6 +145,9 @@ def test_schema_is_the_one_place_for_defaults():
     (lambda c: c.update(run_name=".."), "run_name"),
     (lambda c: c["datasets"]["mine"].update(classifiers="nope"), "classifiers"),
     (lambda c: c["datasets"]["mine"].update(classifiers="other"), "classifiers"),
+    (lambda c: c.update(embed={"cache_dir": "/tmp/elsewhere"}), "embed.cache_dir"),
+    (lambda c: c.update(model_cache="../outside"), "model_cache"),
+    (lambda c: c["datasets"]["mine"].update(url="https://example.org/x.vcf", path="../x.vcf"), "datasets.mine.path"),
 ])
 def test_bad_configs_fail_naming_the_key(change, key):
     config = {"run_name": "x", "datasets": {"mine": {"path": "my.vcf"}, "other": {"path": "o.vcf"}}, "genome": {"fasta": "g.fa"},

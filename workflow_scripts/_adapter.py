@@ -8,8 +8,13 @@ with its one-line message instead of a traceback.
 """
 
 import inspect
+import os
 import sys
 from pathlib import Path
+
+# Passive OpenMP waiting, set before torch loads: spinning threads of a busy machine (a shared node,
+# other jobs) made a 2-thread embed job up to 30x slower than a 1-thread one; passive is not.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Import the library from this checkout, so the workflow also runs under --use-conda without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -29,15 +28,25 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_path
 from ..provenance import sha256_file
 from .caduceus import Caduceus
+from .checkpoint_io import (
+    BIN_NAME,
+    CONFIG_NAME,
+    SAFETENSORS_NAME,
+    CheckpointError,
+    check_finite,
+    check_save_options,
+    gather_tied,
+    raise_layout_problems,
+    read_weights,
+    tensors_to_store,
+    weights_file,
+    write_checkpoint,
+)
 from .config import CaduceusConfig
 
 MASKED_LM_PREFIX = "caduceus."
-SAFETENSORS_NAME = "model.safetensors"
-BIN_NAME = "pytorch_model.bin"
-CONFIG_NAME = "config.json"
 HUB_ALLOW_PATTERNS = [
     CONFIG_NAME, "*.safetensors", "*.bin",
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "vocab.txt",
@@ -49,52 +58,8 @@ FETCH_CANDIDATES = ([CONFIG_NAME, SAFETENSORS_NAME], [CONFIG_NAME, BIN_NAME])
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model (missing/unexpected keys, shapes, unsafe file)."""
-
-
 class ModelUnavailableError(RuntimeError):
     """A Hub model that is neither in the local cache nor downloadable here (offline, unreachable, not found)."""
-
-
-def _tie_groups(model: Caduceus) -> list[list[str]]:
-    """State-dict names grouped by the tensor they share, in state-dict order."""
-    groups: dict[int, list[str]] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        groups.setdefault(id(tensor), []).append(name)
-    return list(groups.values())
-
-
-def _read_weights(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, a header safetensors cannot parse
-            raise CheckpointError(f"cannot read the weights file {path}: {type(exc).__name__}: {exc}") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor pickle ({exc})") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read the weights file {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors")
-    return state
-
-
-def _check_finite(state: dict[str, Tensor], path: Path) -> None:
-    """Refuse NaN/inf weights: they load silently and turn every feature into NaN (or worse, a few)."""
-    bad = []
-    for name, tensor in state.items():
-        if tensor.is_floating_point() or tensor.is_complex():
-            count = int((~torch.isfinite(tensor)).sum())
-            if count:
-                bad.append(f"{name} ({count} of {tensor.numel()} values)")
-    if bad:
-        raise CheckpointError(f"{path} holds non-finite (NaN or inf) weights in {len(bad)} tensor(s): "
-                              f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; the checkpoint is corrupt")
 
 
 def read_config(folder: str | os.PathLike[str]) -> CaduceusConfig:
@@ -118,13 +83,6 @@ def read_config(folder: str | os.PathLike[str]) -> CaduceusConfig:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
-def _weights_path(folder: Path) -> Path:
-    weights = next((folder / n for n in (SAFETENSORS_NAME, BIN_NAME) if (folder / n).is_file()), None)
-    if weights is None:
-        raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {folder}")
-    return weights
-
-
 def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Drop the ``caduceus.`` prefix of MaskedLM checkpoints (the LM head keys have none)."""
     out: dict[str, Tensor] = {}
@@ -138,31 +96,9 @@ def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _match_state_dict(model: Caduceus, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Full state dict for ``model`` from a file that may store each tied tensor under one name."""
-    expected = model.state_dict()
-    missing, mismatched, full = [], [], {}
-    for group in _tie_groups(model):
-        present = [name for name in group if name in state]
-        if not present:
-            missing.append(" / ".join(group))
-            continue
-        value = state[present[0]]
-        for other in present[1:]:
-            if not torch.equal(state[other], value):
-                raise CheckpointError(f"tied tensors {present} differ in the checkpoint")
-        if tuple(value.shape) != tuple(expected[group[0]].shape):
-            mismatched.append(f"{present[0]}: file {tuple(value.shape)} vs model {tuple(expected[group[0]].shape)}")
-        for name in group:
-            full[name] = value
-    unexpected = sorted(set(state) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys: {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches: {mismatched}")
-    if problems:
-        raise CheckpointError("checkpoint does not match the model config; " + "; ".join(problems))
+    full, missing, mismatched = gather_tied(model, state, lambda names: f"tied tensors {names} differ in the checkpoint")
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    raise_layout_problems("checkpoint does not match the model config", missing, unexpected, mismatched)
     return full
 
 
@@ -265,7 +201,7 @@ def fetch_checkpoint(path_or_repo: str, revision: str | None = None, cache_dir: 
                                     f"{SAFETENSORS_NAME} or {BIN_NAME}")
         commit = folder.name
     read_config(folder)
-    weights = _weights_path(folder)
+    weights = weights_file(folder)
     return {
         "source": str(path_or_repo), "revision": revision, "resolved_commit": commit, "local_path": str(folder),
         "weights_file": weights.name, "weights_sha256": sha256_file(weights),
@@ -281,9 +217,9 @@ def load_caduceus(
     """Load a released-layout checkpoint (local folder or Hub repo id) into an eval-mode model."""
     folder, resolved_revision = _resolve_folder(name_or_path, revision)
     config = read_config(folder)  # bounded before any tensor exists
-    weights = _weights_path(folder)
-    raw_state = _read_weights(weights)
-    _check_finite(raw_state, weights)  # before renaming: the message names the tensor as the file stores it
+    weights = weights_file(folder)
+    raw_state = read_weights(weights)
+    check_finite(raw_state, weights)  # before renaming: the message names the tensor as the file stores it
     state = _strip_prefix(raw_state)
     has_lm_head = any(k.startswith("lm_head.") for k in state) or "CaduceusForMaskedLM" in (config.architectures or [])
     model = Caduceus(config, lm_head=has_lm_head)
@@ -316,36 +252,13 @@ def save_caduceus(
     safetensors files do); ``"both"`` stores a copy under every name. A weights file of the other
     format in ``folder`` is removed, since the loader would prefer it.
     """
-    if weights_format not in ("safetensors", "bin"):
-        raise ValueError(f"weights_format must be 'safetensors' or 'bin', got {weights_format!r}")
-    if tied not in ("once", "both"):
-        raise ValueError(f"tied must be 'once' or 'both', got {tied!r}")
+    check_save_options(weights_format, tied)
     if masked_lm and not model.has_lm_head:
         raise ValueError("masked_lm=True needs a model with an LM head")
-    folder = Path(folder)
-    state = model.state_dict()
-    tensors: dict[str, Tensor] = {}
-    for group in _tie_groups(model):
-        names = [n for n in group if masked_lm or not n.startswith("lm_head.")]
-        for name in names if tied == "both" else names[:1]:
-            key = MASKED_LM_PREFIX + name if masked_lm and not name.startswith("lm_head.") else name
-            # Own contiguous CPU storage per name: safetensors refuses shared storage.
-            tensors[key] = state[name].detach().to("cpu").contiguous().clone()
-
+    tensors = tensors_to_store(
+        model, tied, keep=lambda name: masked_lm or not name.startswith("lm_head."),
+        key=lambda name: MASKED_LM_PREFIX + name if masked_lm and not name.startswith("lm_head.") else name)
     config_dict = model.config.to_dict()
     config_dict["architectures"] = ["CaduceusForMaskedLM"] if masked_lm else ["Caduceus"]
     config_dict["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-    name, stale = (SAFETENSORS_NAME, BIN_NAME) if weights_format == "safetensors" else (BIN_NAME, SAFETENSORS_NAME)
-    dest = folder / name
-    with atomic_path(dest) as tmp:
-        if weights_format == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        else:
-            torch.save(tensors, tmp)
-    (folder / stale).unlink(missing_ok=True)
-    return dest
+    return write_checkpoint(Path(folder), config_dict, tensors, weights_format)

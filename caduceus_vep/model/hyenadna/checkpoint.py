@@ -7,7 +7,7 @@ The Hub's ``modeling_hyena.py`` is never imported.
 Nobody here has seen the released weight file, so matching is strict: the file must hold every
 tensor of the model (each tied group at least once: the shared sine frequency
 ``implicit_filter.{1,3,5}.freq``) and nothing else, with the model's shapes. Otherwise
-:class:`~caduceus_vep.model.loading.CheckpointError` lists the missing, unexpected and mismatched
+:class:`~caduceus_vep.model.checkpoint_io.CheckpointError` lists the missing, unexpected and mismatched
 keys, and the counts of expected and found keys.
 """
 
@@ -16,48 +16,37 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ...atomic import atomic_path
 from ...provenance import sha256_file
-from ..loading import CheckpointError
+from ..checkpoint_io import (
+    BIN_NAME,
+    CONFIG_NAME,
+    SAFETENSORS_NAME,
+    check_save_options,
+    match_released_layout,
+    read_weights,
+    tensors_to_store,
+    tie_groups,
+    weights_file,
+    write_checkpoint,
+)
 from .config import HyenaDNAConfig
 from .filter import HyenaExponentialModulation, HyenaPositionalEmbedding, HyenaSin
 from .model import HyenaDNA
 
-SAFETENSORS_NAME = "model.safetensors"
-BIN_NAME = "pytorch_model.bin"
-CONFIG_NAME = "config.json"
+# The file names and the shared readers stay importable from here, as before the shared module.
+__all__ = [
+    "BIN_NAME", "CAUSAL_LM_PREFIX", "CONFIG_NAME", "SAFETENSORS_NAME", "build_hyenadna", "load_hyenadna",
+    "match_state_dict", "read_weights", "save_hyenadna", "tie_groups", "tiny_config", "write_tiny_checkpoint",
+]
+
 #: Prefix of the base model inside ``HyenaDNAForCausalLM`` (the released class).
 CAUSAL_LM_PREFIX = "hyena."
-
-
-def tie_groups(model: nn.Module) -> list[list[str]]:
-    """State-dict names grouped by the tensor they share, in state-dict order."""
-    groups: dict[int, list[str]] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        groups.setdefault(id(tensor), []).append(name)
-    return list(groups.values())
-
-
-def read_weights(path: Path) -> dict[str, Tensor]:
-    """A flat name -> tensor dict from a safetensors file or a plain-tensor ``.bin`` pickle."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor pickle ({exc})") from exc
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors")
-    return state
 
 
 def match_state_dict(model: nn.Module, state: dict[str, Tensor], source: str = "checkpoint") -> dict[str, Tensor]:
@@ -65,42 +54,8 @@ def match_state_dict(model: nn.Module, state: dict[str, Tensor], source: str = "
 
     Raises CheckpointError listing every disagreement (missing groups, unexpected names, shapes).
     """
-    expected = model.state_dict()
-    missing, mismatched, full = [], [], {}
-    for group in tie_groups(model):
-        present = [name for name in group if name in state]
-        if not present:
-            missing.append(" / ".join(group))
-            continue
-        value = state[present[0]]
-        for other in present[1:]:
-            if state[other].shape != value.shape or not torch.equal(state[other], value):
-                raise CheckpointError(f"{source}: tied tensors {present} differ")
-        if tuple(value.shape) != tuple(expected[group[0]].shape):
-            mismatched.append(f"{present[0]}: file {tuple(value.shape)} vs model {tuple(expected[group[0]].shape)}")
-        for name in group:
-            full[name] = value
-    unexpected = sorted(set(state) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys: {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches: {mismatched}")
-    if problems:
-        n_expected = len(tie_groups(model))
-        raise CheckpointError(
-            f"{source} does not match the HyenaDNA layout of its config ({n_expected} tensors expected, "
-            f"{len(state)} found); " + "; ".join(problems))
+    full, _ = match_released_layout(model, state, source, "HyenaDNA")
     return full
-
-
-def _weights_file(folder: Path) -> Path:
-    for name in (SAFETENSORS_NAME, BIN_NAME):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"no {SAFETENSORS_NAME} or {BIN_NAME} in {folder}")
 
 
 def load_hyenadna(
@@ -117,7 +72,7 @@ def load_hyenadna(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder")
     config = HyenaDNAConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")))
-    weights = _weights_file(folder)
+    weights = weights_file(folder)
     state = read_weights(weights)
     if not any(k.startswith(CAUSAL_LM_PREFIX) for k in state) and any(k.startswith("backbone.") for k in state):
         # Saved from the bare HyenaDNAModel: same names without the causal-LM wrapper's prefix.
@@ -148,33 +103,13 @@ def save_hyenadna(
     ``tied="once"`` stores each tied tensor under its first name only (as the released safetensors
     file does with the sine frequency); ``"both"`` stores a copy under every name.
     """
-    if weights_format not in ("safetensors", "bin"):
-        raise ValueError(f"weights_format must be 'safetensors' or 'bin', got {weights_format!r}")
-    if tied not in ("once", "both"):
-        raise ValueError(f"tied must be 'once' or 'both', got {tied!r}")
-    folder = Path(folder)
-    state = model.state_dict()
-    tensors: dict[str, Tensor] = {}
-    for group in tie_groups(model):
-        for name in group if tied == "both" else group[:1]:
-            tensors[name] = state[name].detach().to("cpu").contiguous().clone()
+    check_save_options(weights_format, tied)
+    tensors = tensors_to_store(model, tied)
     config_dict = model.config.to_dict()
     config_dict["architectures"] = ["HyenaDNAForCausalLM"] if model.has_lm_head else ["HyenaDNAModel"]
     config_dict.setdefault("tie_word_embeddings", model.config.tie_word_embeddings)
     config_dict["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    name, stale = (SAFETENSORS_NAME, BIN_NAME) if weights_format == "safetensors" else (BIN_NAME, SAFETENSORS_NAME)
-    dest = folder / name
-    with atomic_path(dest) as tmp:
-        if weights_format == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        else:
-            torch.save(tensors, tmp)
-    (folder / stale).unlink(missing_ok=True)
-    return dest
+    return write_checkpoint(Path(folder), config_dict, tensors, weights_format)
 
 
 @torch.no_grad()

@@ -14,10 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-
-def _require(ok: bool, key: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"config key {key!r} has unsupported value {value!r}")
+from ..config_checks import extra_bool, from_dict_with_extra, require, require_positive_ints, to_dict_with_extra
 
 
 @dataclasses.dataclass
@@ -48,19 +45,14 @@ class HyenaDNAConfig:
     def __post_init__(self) -> None:
         if self.d_inner is None:
             self.d_inner = 4 * self.d_model
-        for key in ("vocab_size", "d_model", "d_inner", "max_seq_len", "emb_dim", "n_layer", "filter_order",
-                    "short_filter_order", "pad_vocab_size_multiple"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"config key {key!r} has unsupported value {value!r}")
-        if isinstance(self.num_inner_mlps, bool) or not isinstance(self.num_inner_mlps, int) or self.num_inner_mlps < 0:
-            raise ValueError(f"config key 'num_inner_mlps' has unsupported value {self.num_inner_mlps!r}")
-        if self.hyena_order != 2:
-            raise ValueError(f"config key 'hyena_order' has unsupported value {self.hyena_order!r} (the released port supports 2)")
-        if self.emb_dim % 2 == 0 or self.emb_dim < 3:
-            raise ValueError(f"config key 'emb_dim' has unsupported value {self.emb_dim!r} (odd and >= 3: time, cosines, sines)")
+        require_positive_ints(self, ("vocab_size", "d_model", "d_inner", "max_seq_len", "emb_dim", "n_layer",
+                                     "filter_order", "short_filter_order", "pad_vocab_size_multiple"))
+        mlps = self.num_inner_mlps
+        require(isinstance(mlps, int) and not isinstance(mlps, bool) and mlps >= 0, "num_inner_mlps", mlps)
+        require(self.hyena_order == 2, "hyena_order", self.hyena_order, "the released port supports 2")
+        require(self.emb_dim % 2 == 1 and self.emb_dim >= 3, "emb_dim", self.emb_dim, "odd and >= 3: time, cosines, sines")
         for key in ("use_bias", "train_freq"):
-            _require(isinstance(getattr(self, key), bool), key, getattr(self, key))
+            require(isinstance(getattr(self, key), bool), key, getattr(self, key))
 
     @property
     def padded_vocab_size(self) -> int:
@@ -72,25 +64,15 @@ class HyenaDNAConfig:
     def tie_word_embeddings(self) -> bool:
         """Whether the LM head shares the embedding matrix. Absent means True (the transformers
         default the port inherits); the released medium-160k config says false."""
-        value = self.extra.get("tie_word_embeddings", True)
-        _require(isinstance(value, bool), "tie_word_embeddings", value)
-        return value
+        return extra_bool(self, "tie_word_embeddings", True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HyenaDNAConfig:
         """Config from a released config.json; keys the port does not read are kept in ``extra``."""
-        d = dict(d)
-        if d.get("model_type", "hyenadna") != "hyenadna":
-            raise ValueError(f"config key 'model_type' has unsupported value {d['model_type']!r} (expected 'hyenadna')")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        extra = {k: d.pop(k) for k in list(d) if k not in names}
-        config = cls(**d, extra=extra)
-        config.tie_word_embeddings  # noqa: B018  (validates the value now, not at first use)
-        return config
+        model_type = d.get("model_type", "hyenadna")
+        require(model_type == "hyenadna", "model_type", model_type, "expected 'hyenadna'")
+        return from_dict_with_extra(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
         """The config.json form: the port's keys plus the bookkeeping keys read in."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        out.update(self.extra)
-        out["model_type"] = "hyenadna"
-        return out
+        return {**to_dict_with_extra(self), "model_type": "hyenadna"}

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from ..tokenizer import VOCAB as _CADUCEUS_VOCAB
 from ..tokenizer import tokenize as _char_tokenize
+from ..variant_tokens import clamped_window
+from ..variant_tokens import variant_token_index as variant_token_index  # part of this module's API
 
 #: Token ids of the released HyenaDNA tokenizer (the same as Caduceus').
 VOCAB: dict[str, int] = dict(_CADUCEUS_VOCAB)
@@ -45,21 +46,6 @@ def snp_token_index(context_length: int) -> int:
     return context_length // 2
 
 
-def variant_token_index(ref_ids: Tensor, alt_ids: Tensor) -> int:
-    """The embedding script's SNP index for one ref/alt pair of 1-D token sequences.
-
-    ``len//2`` unless ref and alt agree there; then the last position where they differ (-1 when
-    none does, which the script then uses as is).
-    """
-    if ref_ids.shape != alt_ids.shape or ref_ids.dim() != 1:
-        raise ValueError(f"ref and alt token sequences must be 1-D and equally long, got {tuple(ref_ids.shape)} and {tuple(alt_ids.shape)}")
-    idx = ref_ids.numel() // 2
-    if ref_ids.numel() and ref_ids[idx] != alt_ids[idx]:
-        return idx
-    differ = torch.nonzero(ref_ids != alt_ids).flatten()
-    return int(differ[-1]) if differ.numel() else -1
-
-
 def pooling_indices(snp_index: int, n_tokens: int, half_window: int = PAPER_POOL_HALF_WINDOW) -> Tensor:
     """``clamp(snp + arange(-h, h + 1), 0, n - 1)``: edge tokens repeat where the window runs off the context."""
-    return (snp_index + torch.arange(-half_window, half_window + 1)).clamp(0, n_tokens - 1)
+    return clamped_window(snp_index, n_tokens, half_window)

@@ -11,7 +11,7 @@ their shapes checked, and listed in ``model.provenance["ignored_keys"]``: the ab
 ``esm.embeddings.position_embeddings.weight`` (unused with rotary), ``esm.embeddings.position_ids``
 and ``esm.contact_head.regression.*``. The per-layer rotary ``inv_freq`` is loaded when stored and
 computed by the formula when not (``provenance["inv_freq_from_file"]``). Anything else is a
-:class:`~caduceus_vep.model.loading.CheckpointError` listing missing, unexpected and mismatched keys.
+:class:`~caduceus_vep.model.checkpoint_io.CheckpointError` listing missing, unexpected and mismatched keys.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Literal
@@ -27,15 +26,28 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ...atomic import atomic_path
 from ...provenance import sha256_file
-from ..loading import CheckpointError
+from ..checkpoint_io import (
+    BIN_NAME,
+    CONFIG_NAME,
+    SAFETENSORS_NAME,
+    CheckpointError,
+    check_save_options,
+    match_released_layout,
+    tensors_to_store,
+    tie_groups,
+    write_checkpoint,
+)
+from ..checkpoint_io import read_weights as read_one_file
 from .config import NTv2Config
 from .model import NucleotideTransformerV2
 
-SAFETENSORS_NAME = "model.safetensors"
-BIN_NAME = "pytorch_model.bin"
-CONFIG_NAME = "config.json"
+# The file names and tie_groups stay importable from here, as before the shared module.
+__all__ = [
+    "BIN_NAME", "CONFIG_NAME", "ENCODER_PREFIX", "SAFETENSORS_NAME", "build_ntv2", "load_ntv2", "match_state_dict",
+    "read_weights", "save_ntv2", "tie_groups", "tiny_config", "unused_key_shapes", "weights_files", "write_tiny_checkpoint",
+]
+
 ENCODER_PREFIX = "esm."
 _INV_FREQ = re.compile(r"esm\.encoder\.layer\.\d+\.attention\.self\.rotary_embeddings\.inv_freq")
 
@@ -48,28 +60,6 @@ def unused_key_shapes(config: NTv2Config) -> dict[str, tuple[int, ...]]:
         "esm.contact_head.regression.weight": (1, config.num_hidden_layers * config.num_attention_heads),
         "esm.contact_head.regression.bias": (1,),
     }
-
-
-def tie_groups(model: nn.Module) -> list[list[str]]:
-    """State-dict names grouped by the tensor they share, in state-dict order."""
-    groups: dict[int, list[str]] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        groups.setdefault(id(tensor), []).append(name)
-    return list(groups.values())
-
-
-def _read_one(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor pickle ({exc})") from exc
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors")
-    return state
 
 
 def weights_files(folder: Path) -> list[Path]:
@@ -85,9 +75,10 @@ def weights_files(folder: Path) -> list[Path]:
 
 
 def read_weights(paths: list[Path]) -> dict[str, Tensor]:
+    """One name -> tensor dict from all the weight files (each key in one file only)."""
     state: dict[str, Tensor] = {}
     for path in paths:
-        for key, value in _read_one(path).items():
+        for key, value in read_one_file(path).items():
             if key in state:
                 raise CheckpointError(f"{key!r} is stored in more than one shard")
             state[key] = value
@@ -100,44 +91,12 @@ def match_state_dict(model: NucleotideTransformerV2, state: dict[str, Tensor], s
     Raises CheckpointError listing every disagreement.
     """
     expected = model.state_dict()
-    unused = unused_key_shapes(model.config)
-    missing, mismatched, full = [], [], {}
     inv_from_file = [k for k in expected if _INV_FREQ.fullmatch(k) and k in state]
     inv_missing = [k for k in expected if _INV_FREQ.fullmatch(k) and k not in state]
     if inv_from_file and inv_missing:
         raise CheckpointError(f"{source}: rotary inv_freq stored for some layers only (missing: {inv_missing})")
-    for group in tie_groups(model):
-        present = [name for name in group if name in state]
-        if not present:
-            if inv_missing and group[0] in inv_missing:
-                full[group[0]] = expected[group[0]]  # formula value
-                continue
-            missing.append(" / ".join(group))
-            continue
-        value = state[present[0]]
-        for other in present[1:]:
-            if state[other].shape != value.shape or not torch.equal(state[other], value):
-                raise CheckpointError(f"{source}: tied tensors {present} differ")
-        if tuple(value.shape) != tuple(expected[group[0]].shape):
-            mismatched.append(f"{present[0]}: file {tuple(value.shape)} vs model {tuple(expected[group[0]].shape)}")
-        for name in group:
-            full[name] = value
-    ignored = sorted(k for k in state if k not in expected and k in unused)
-    for key in ignored:
-        if tuple(state[key].shape) != unused[key]:
-            mismatched.append(f"{key}: file {tuple(state[key].shape)} vs expected {unused[key]}")
-    unexpected = sorted(set(state) - set(expected) - set(ignored))
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys: {unexpected}")
-    if mismatched:
-        problems.append(f"shape mismatches: {mismatched}")
-    if problems:
-        raise CheckpointError(
-            f"{source} does not match the NT-v2 layout of its config ({len(tie_groups(model))} tensors expected, "
-            f"{len(state)} found); " + "; ".join(problems))
+    formula_values = {k: expected[k] for k in inv_missing}
+    full, ignored = match_released_layout(model, state, source, "NT-v2", unused_key_shapes(model.config), formula_values)
     return full, ignored, bool(inv_from_file)
 
 
@@ -188,17 +147,8 @@ def save_ntv2(
     do); ``unused_keys=True`` also writes the unused tensors the port may carry (random values:
     nothing reads them); ``inv_freq=False`` leaves the rotary frequencies out.
     """
-    if weights_format not in ("safetensors", "bin"):
-        raise ValueError(f"weights_format must be 'safetensors' or 'bin', got {weights_format!r}")
-    if tied not in ("once", "both"):
-        raise ValueError(f"tied must be 'once' or 'both', got {tied!r}")
-    folder = Path(folder)
-    state = model.state_dict()
-    tensors: dict[str, Tensor] = {}
-    for group in tie_groups(model):
-        for name in group if tied == "both" else group[:1]:
-            if inv_freq or not _INV_FREQ.fullmatch(name):
-                tensors[name] = state[name].detach().to("cpu").contiguous().clone()
+    check_save_options(weights_format, tied)
+    tensors = tensors_to_store(model, tied, keep=lambda name: inv_freq or not _INV_FREQ.fullmatch(name))
     if unused_keys:
         gen = torch.Generator().manual_seed(0)
         for key, shape in unused_key_shapes(model.config).items():
@@ -207,19 +157,7 @@ def save_ntv2(
     config_dict["architectures"] = ["EsmForMaskedLM"] if model.has_lm_head else ["EsmModel"]
     config_dict.setdefault("tie_word_embeddings", model.config.tie_word_embeddings)
     config_dict["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-    with atomic_path(folder / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    name, stale = (SAFETENSORS_NAME, BIN_NAME) if weights_format == "safetensors" else (BIN_NAME, SAFETENSORS_NAME)
-    dest = folder / name
-    with atomic_path(dest) as tmp:
-        if weights_format == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        else:
-            torch.save(tensors, tmp)
-    (folder / stale).unlink(missing_ok=True)
-    return dest
+    return write_checkpoint(Path(folder), config_dict, tensors, weights_format)
 
 
 @torch.no_grad()

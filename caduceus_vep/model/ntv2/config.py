@@ -11,10 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-
-def _require(ok: bool, key: str, value: Any, why: str = "") -> None:
-    if not ok:
-        raise ValueError(f"config key {key!r} has unsupported value {value!r}{' (' + why + ')' if why else ''}")
+from ..config_checks import extra_bool, from_dict_with_extra, require, require_positive_ints, to_dict_with_extra
 
 
 @dataclasses.dataclass
@@ -37,19 +34,17 @@ class NTv2Config:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                    "max_position_embeddings", "vocab_size"):
-            value = getattr(self, key)
-            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, value)
-        _require(self.hidden_size % self.num_attention_heads == 0, "num_attention_heads", self.num_attention_heads,
+        require_positive_ints(self, ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                     "max_position_embeddings", "vocab_size"))
+        require(self.hidden_size % self.num_attention_heads == 0, "num_attention_heads", self.num_attention_heads,
                  f"must divide hidden_size {self.hidden_size}")
-        _require(self.head_size % 2 == 0, "num_attention_heads", self.num_attention_heads, "rotary needs an even head size")
-        _require(self.position_embedding_type == "rotary", "position_embedding_type", self.position_embedding_type,
+        require(self.head_size % 2 == 0, "num_attention_heads", self.num_attention_heads, "rotary needs an even head size")
+        require(self.position_embedding_type == "rotary", "position_embedding_type", self.position_embedding_type,
                  "NT-v2 uses rotary embeddings; other types are not implemented")
-        _require(self.token_dropout is False, "token_dropout", self.token_dropout, "not implemented; NT-v2 has false")
+        require(self.token_dropout is False, "token_dropout", self.token_dropout, "not implemented; NT-v2 has false")
         for key in ("add_bias_fnn", "emb_layer_norm_before"):
-            _require(isinstance(getattr(self, key), bool), key, getattr(self, key))
-        _require(not self.extra.get("is_folding_model", False), "is_folding_model", self.extra.get("is_folding_model"))
+            require(isinstance(getattr(self, key), bool), key, getattr(self, key))
+        require(not self.extra.get("is_folding_model", False), "is_folding_model", self.extra.get("is_folding_model"))
 
     @property
     def head_size(self) -> int:
@@ -58,9 +53,7 @@ class NTv2Config:
     @property
     def tie_word_embeddings(self) -> bool:
         """Whether the MLM decoder shares the embedding matrix; absent means True (transformers' default)."""
-        value = self.extra.get("tie_word_embeddings", True)
-        _require(isinstance(value, bool), "tie_word_embeddings", value)
-        return value
+        return extra_bool(self, "tie_word_embeddings", True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NTv2Config:
@@ -68,13 +61,8 @@ class NTv2Config:
         d = dict(d)
         if d.get("emb_layer_norm_before") is None:
             d.pop("emb_layer_norm_before", None)  # ESM's config allows null for "no"
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        extra = {k: d.pop(k) for k in list(d) if k not in names}
-        config = cls(**d, extra=extra)
-        config.tie_word_embeddings  # noqa: B018  (validates the value now, not at first use)
-        return config
+        return from_dict_with_extra(cls, d)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
-        out.update(self.extra)
-        return out
+        """The config.json form: the port's keys plus the keys read in that the model does not use."""
+        return to_dict_with_extra(self)

@@ -33,6 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..variant_tokens import clamped_window
+from ..variant_tokens import variant_token_index as variant_token_index  # part of this module's API
+
 K = 6
 SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
 NUCLEOTIDES = "ATCG"
@@ -106,21 +109,6 @@ def tokenize(sequences: Sequence[str], max_tokens: int | None = PAPER_MAX_TOKENS
     return torch.tensor(encoded, dtype=torch.long).view(len(encoded), -1)
 
 
-def variant_token_index(ref_ids: Tensor, alt_ids: Tensor) -> int:
-    """The embedding script's SNP token for one ref/alt pair of 1-D token sequences.
-
-    ``len//2`` unless ref and alt agree there; then the last position where they differ (-1 when
-    none does, which the script then uses as is).
-    """
-    if ref_ids.shape != alt_ids.shape or ref_ids.dim() != 1:
-        raise ValueError(f"ref and alt token sequences must be 1-D and equally long, got {tuple(ref_ids.shape)} and {tuple(alt_ids.shape)}")
-    idx = ref_ids.numel() // 2
-    if ref_ids.numel() and ref_ids[idx] != alt_ids[idx]:
-        return idx
-    differ = torch.nonzero(ref_ids != alt_ids).flatten()
-    return int(differ[-1]) if differ.numel() else -1
-
-
 def pooling_indices(snp_index: int, n_tokens: int, half_window: int = PAPER_POOL_HALF_WINDOW) -> Tensor:
     """``clamp(snp + arange(-h, h + 1), 0, n - 1)``: edge tokens repeat where the window runs off the context."""
-    return (snp_index + torch.arange(-half_window, half_window + 1)).clamp(0, n_tokens - 1)
+    return clamped_window(snp_index, n_tokens, half_window)
