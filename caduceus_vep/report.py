@@ -133,18 +133,24 @@ def read_reference_values(path: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"bucket": str, "auroc": float})
 
 
+COMPARISON_COLUMNS = ["bucket", "reference_model", "reference_protocol", "reference_auroc", "approximate", "source", "our_model",
+                      "our_protocol", "our_auroc_mean", "our_auroc_sd"]
+
+
 def reference_comparison(paper_wide: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Each published value beside our paper-protocol value for the same bucket (NaN where none)."""
     records = []
+    # Without paper-protocol rows (evaluate.protocols: [sound]) the published values are still listed.
+    ours_rows = list(paper_wide.iterrows()) or [(None, pd.Series({"model": "", "protocol": ""}))]
     for _, ref in reference.iterrows():
-        for _, ours in paper_wide.iterrows():
+        for _, ours in ours_rows:
             column = f"{ref['bucket']} auroc_mean"
             records.append({"bucket": ref["bucket"], "reference_model": ref["model"], "reference_protocol": ref["protocol"],
                             "reference_auroc": ref["auroc"], "approximate": ref["approximate"], "source": ref["source"],
                             "our_model": ours["model"], "our_protocol": ours["protocol"],
                             "our_auroc_mean": ours[column] if column in ours.index and ref["protocol"] == "paper" else float("nan"),
                             "our_auroc_sd": ours[column.replace("mean", "sd")] if column in ours.index and ref["protocol"] == "paper" else float("nan")})
-    return pd.DataFrame(records)
+    return pd.DataFrame(records, columns=COMPARISON_COLUMNS)
 
 
 def reference_markdown(comparison: pd.DataFrame) -> str:

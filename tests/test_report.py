@@ -39,3 +39,19 @@ def test_bar_chart_writes_png(tmp_path):
     wide = report.vep_table(summary(), {}, ["near", "far"])
     report.bar_chart(wide, ["near", "far"], tmp_path / "fig.png", "t")
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_sound_only_run_still_lists_the_published_values(tmp_path):
+    """evaluate.protocols: [sound] leaves no paper rows; the report must still be written."""
+    from caduceus_vep import evaluate as ev
+    from conftest import REPO
+
+    buckets = ["0-30kb", "30-100kb", ">100kb"]
+    wide = report.vep_table(ev.summarise(pd.DataFrame(columns=ev.PER_SEED_COLUMNS)), {}, buckets)
+    reference = report.read_reference_values(REPO / "resources/reference_values.tsv")
+    comparison = report.reference_comparison(wide, reference)
+    assert len(comparison) == len(reference) and comparison["our_auroc_mean"].isna().all()
+    text = report.full_markdown("t", wide, buckets, pd.DataFrame(), buckets, comparison, {})
+    assert "not comparable" in text
+    report.bar_chart(wide, buckets, tmp_path / "f.png", "t")
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")

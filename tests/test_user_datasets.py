@@ -133,7 +133,8 @@ def test_a_killed_user_dataset_resumes_to_the_identical_scores(user_run, tmp_pat
     write_vcfs(workdir)
     (workdir / "user.yaml").write_text(yaml.safe_dump(user_config({"plain": {"path": "user/unlabelled.vcf"}})))
     target = f"{RUN}/plain/scores/plain.scores.tsv"
-    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1", "--configfile", "user.yaml", target], cwd=workdir,
+    # "--": --configfile takes several values and would swallow the target.
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1", "--configfile", "user.yaml", "--", target], cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     work = workdir / f"{RUN}/plain/embeddings/work"
     deadline = time.monotonic() + 600
@@ -150,7 +151,7 @@ def test_a_killed_user_dataset_resumes_to_the_identical_scores(user_run, tmp_pat
             proc.wait()
     assert not (workdir / f"{RUN}/plain/embeddings/caduceus_ps.parquet").exists(), "the kill came too late"
     snakemake(workdir, "--unlock", "--configfile", "user.yaml")
-    snakemake(workdir, "--cores", "1", "--configfile", "user.yaml", "--rerun-incomplete", target)
+    snakemake(workdir, "--cores", "1", "--rerun-incomplete", "--configfile", "user.yaml", "--", target)
     log = (workdir / f"{RUN}/logs/plain/embed/caduceus_ps.shard-0-of-1.log").read_text()
     assert int(re.search(r"(\d+) resumed from checkpoints", log).group(1)) >= 8, log
     assert (workdir / target).read_bytes() == (user_run / target).read_bytes()
