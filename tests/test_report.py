@@ -43,8 +43,9 @@ def test_bar_chart_writes_png(tmp_path):
 
 def test_a_sound_only_run_still_lists_the_published_values(tmp_path):
     """evaluate.protocols: [sound] leaves no paper rows; the report must still be written."""
-    from caduceus_vep import evaluate as ev
     from conftest import REPO
+
+    from caduceus_vep import evaluate as ev
 
     buckets = ["0-30kb", "30-100kb", ">100kb"]
     wide = report.vep_table(ev.summarise(pd.DataFrame(columns=ev.PER_SEED_COLUMNS)), {}, buckets)
