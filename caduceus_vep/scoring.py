@@ -199,10 +199,10 @@ def labelled_auroc(table: pd.DataFrame, models: list[str], buckets: dict[str, st
             column = f"{model}_{score}"
             if column not in labelled:
                 continue
-            for bucket in ["all", *buckets]:
-                part = labelled if bucket == "all" or f"{model}_bucket" not in labelled else labelled[labelled[f"{model}_bucket"] == bucket]
-                if bucket != "all" and f"{model}_bucket" not in labelled:
-                    continue
+            # Per-bucket rows exist only for models with classifiers (they assign the bucket).
+            per_bucket = list(buckets) if f"{model}_bucket" in labelled else []
+            for bucket in ["all", *per_bucket]:
+                part = labelled if bucket == "all" else labelled[labelled[f"{model}_bucket"] == bucket]
                 part = part[part[column].notna()]
                 y = part["label"].to_numpy().astype(np.int64)
                 if len(np.unique(y)) < 2:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from caduceus_vep import evaluate as ev
 from caduceus_vep import provenance, report
-from caduceus_vep.atomic import atomic_path
+from caduceus_vep.atomic import atomic_path, write_text_atomic
 from caduceus_vep.feature_file import read_embeddings
 from caduceus_vep.genome import Genome, GenomeError
 from caduceus_vep.modelspec import ModelSpec, read_model_record
@@ -260,8 +261,6 @@ def embed_stage(*, windows: PathLike, fasta: PathLike, model: dict, settings: di
                                 threads=threads, require_gpu=require_gpu)
     embed_merge_stage(shards=[shard_file], windows=windows, out_embeddings=out_embeddings)
     shard_file.unlink()
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return summary
 
@@ -425,8 +424,6 @@ def report_stage(*, config: dict, dataset: str, embeddings: list[PathLike], sour
     report.write_tsv(wide, out_table_tsv)
     report.write_tsv(sound_wide, out_sound_tsv)
     report.write_tsv(comparison, out_reference_tsv)
-    from caduceus_vep.atomic import write_text_atomic
-
     write_text_atomic(out_table_md, report.full_markdown(title, wide, bucket_order, sound_wide, bucket_order, comparison, settings["sound"]))
     report.write_tsv(per_seed_frame, out_per_seed)
     report.bar_chart(wide, bucket_order, out_figure, title + ", paper protocol")
