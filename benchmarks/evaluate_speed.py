@@ -28,7 +28,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--sound-unit", action="store_true", help="one sound (fold, gamma) unit before and after")
     parser.add_argument("--skip-before", action="store_true", help="measure the current implementation only")
     args = parser.parse_args()
-    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, jobs={args.jobs}; load {loadavg()}\n")
     if args.sizes:
         bench_fits(args.sizes)
@@ -284,7 +284,7 @@ def main() -> None:
             bench_sound_unit(frame, m, args.skip_before)
         if args.sound:
             bench_sound(args.jobs, frame, m)
-    print(f"finished {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load {loadavg()}")
+    print(f"finished {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -107,9 +107,17 @@ def forward_fn(model, ids):
 
 
 def with_scan(scan, fn):
+    def reversible(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+        # The model asks for the reverse direction with reverse=True (selective_scan's flag); scans
+        # without that flag get flipped inputs, as the model's own fallback does.
+        if not reverse:
+            return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        fl = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+        return scan(fl(u), fl(delta), A, fl(B), fl(C), D, fl(z), delta_bias, delta_softplus).flip(-1)
+
     def run():
         old = mamba_mod.selective_scan
-        mamba_mod.selective_scan = scan
+        mamba_mod.selective_scan = scan if scan is selective_scan else reversible
         try:
             fn()
         finally:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from caduceus_vep import settings as config_schema
 from caduceus_vep import stages
+from caduceus_vep.modelspec import resolve_model_entries, run_context_length
 
 PathLike = str | os.PathLike[str]
 
@@ -53,6 +54,7 @@ def score_variants(variants: PathLike, genome: PathLike, models: list[str | dict
         "windows": windows or {}, "embed": {"cache_dir": None, **(embed or {})}, "zero_shot": zero_shot or {},
         **({"tss": {"gtf": str(gtf)}} if gtf else {}),
     })
+    config["models"] = resolve_model_entries(config)  # each model's context_length (default: the windows')
     options = config["datasets"][name]
     if out_dir is None:
         out_dir = tempfile.mkdtemp(prefix="caduceus-vep-")
@@ -65,7 +67,8 @@ def score_variants(variants: PathLike, genome: PathLike, models: list[str | dict
         path.parent.mkdir(parents=True, exist_ok=True)
     stages.variants_stage(source=variants, options=options, out_variants=files["variants"], out_skipped=files["variants_skipped"],
                           tss=gtf, dataset=name)
-    stages.windows_stage(variants=files["variants"], fasta=genome, spec=config["windows"], out_windows=files["windows"],
+    stages.windows_stage(variants=files["variants"], fasta=genome, spec={**config["windows"], "context_length": run_context_length(config)},
+                         out_windows=files["windows"],
                          out_skipped=files["windows_skipped"], out_flags=files["flags"], source=variants)
     records, embeddings, scores = [], [], []
     for entry in config["models"]:

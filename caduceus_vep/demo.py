@@ -1,5 +1,6 @@
 """Generate the bundled demo (resources/demo/): a synthetic genome, an eQTL table with a planted
-signal, a matching GTF and VCF, and two tiny untrained Caduceus checkpoints (PS and Ph).
+signal, a matching GTF and VCF, two tiny untrained Caduceus checkpoints (PS and Ph) and tiny untrained
+HyenaDNA, NT-v2 and Enformer checkpoints in their released layouts.
 
     python -m caduceus_vep.demo resources/demo
 
@@ -32,6 +33,9 @@ LABEL_NOISE = 0.15
 MIN_SPACING = 2_600
 TISSUES = ("Adipose_Subcutaneous", "Brain_Cortex", "Liver", "Whole_Blood")
 TEST_CHROMOSOMES = ("chr9", "chr10")
+HYENA_DEMO_MAX_SEQ_LEN = 4_098  # the stored positional tensors: demo contexts up to 4,096 bp
+#: Cropped output bins of the tiny Enformer: the demo's 1,536 bp context is 12 bins of 128 bp, the central 8 kept.
+ENFORMER_DEMO_TARGET_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,54 @@ def write_checkpoints(folder: Path, seed: int = SEED) -> None:
             "For the demo and tests only: its embeddings carry no biology.\n"))
 
 
+def write_baseline_checkpoints(folder: Path, seed: int = SEED) -> None:
+    """Tiny random-weight HyenaDNA and NT-v2 checkpoints (NOT PRETRAINED) in their released layouts."""
+    from caduceus_vep.model.hyenadna import build_hyenadna, save_hyenadna
+    from caduceus_vep.model.hyenadna import tiny_config as hyena_tiny
+    from caduceus_vep.model.ntv2 import build_ntv2, save_ntv2
+    from caduceus_vep.model.ntv2 import tiny_config as nt_tiny
+
+    hyena = build_hyenadna(hyena_tiny(max_seq_len=HYENA_DEMO_MAX_SEQ_LEN), seed=seed, lm_head=True)
+    hyena.config.extra["_comment"] = "tiny random-weight HyenaDNA in the released layout: NOT PRETRAINED"
+    save_hyenadna(hyena, folder / "hyenadna-tiny", tied="once")
+    nt = build_ntv2(nt_tiny(), seed=seed, lm_head=True)
+    nt.config.extra.update(model_type="esm", _comment="tiny random-weight NT-v2 in the released layout: NOT PRETRAINED "
+                           "(the real model's weights are CC BY-NC-SA 4.0)")
+    save_ntv2(nt, folder / "ntv2-tiny", tied="once", unused_keys=True)
+    notes = {
+        "hyenadna-tiny": (f"HyenaDNA (`model_type: hyenadna`, `HyenaDNAForCausalLM` key names), d_model {hyena.config.d_model}, "
+                          f"n_layer {hyena.config.n_layer}, max_seq_len {hyena.config.max_seq_len} (contexts up to that many bp), "
+                          "sine frequency stored once as in the released file"),
+        "ntv2-tiny": (f"NT-v2 (`model_type: esm`, `EsmForMaskedLM` key names, the real 4,107-token 6-mer vocabulary), "
+                      f"hidden_size {nt.config.hidden_size}, {nt.config.num_hidden_layers} layers, rotary, SwiGLU, MLM decoder "
+                      "tied to the embeddings (stored once), plus the unused absolute position table the port may carry. "
+                      "The real NT-v2 weights are CC BY-NC-SA 4.0 (non-commercial); these random ones carry no licence terms"),
+    }
+    for name, text in notes.items():
+        write_text_atomic(folder / name / "README.md", (
+            f"# {name}: NOT PRETRAINED\n\nRandom weights (seed {seed}) in the released checkpoint layout of {text}. "
+            "Made by `python -m caduceus_vep.demo`. For the demo and tests only: its embeddings carry no biology.\n"))
+
+
+def write_enformer_checkpoint(folder: Path, seed: int = SEED) -> Path:
+    """A tiny random-weight Enformer (NOT PRETRAINED) in the released enformer-pytorch layout, at ``folder/enformer-tiny``."""
+    from caduceus_vep.model.enformer import read_settings, write_tiny_checkpoint
+
+    out = folder / "enformer-tiny"
+    weights = write_tiny_checkpoint(out, seed=seed, target_length=ENFORMER_DEMO_TARGET_LENGTH)
+    settings = read_settings(out)
+    write_text_atomic(out / "README.md", (
+        f"# enformer-tiny: NOT PRETRAINED\n\nRandom weights (seed {seed}) in the released checkpoint layout of "
+        f"Enformer as enformer-pytorch stores it (`model_type: enformer`, config.json + {weights.name} with the "
+        "state-dict names of `enformer_pytorch.Enformer`, aliases included), dim "
+        f"{settings.dim}, depth {settings.depth}, heads {settings.heads}, {settings.num_downsamples} downsamplings "
+        f"({settings.bin_bp} bp bins), target_length {settings.target_length} (a 1,536 bp context is "
+        f"{1536 // settings.bin_bp} bins, the central {settings.target_length} kept), output heads "
+        f"{dict(settings.output_heads)}. Made by `python -m caduceus_vep.demo`. For the demo and tests only: "
+        "its embeddings carry no biology (and it is not the EleutherAI/DeepMind weights).\n"))
+    return weights
+
+
 def tiny_config(rcps: bool) -> dict:
     """The released config.json with a tiny width and depth."""
     return {
@@ -238,6 +290,8 @@ def generate(folder: str | Path, seed: int = SEED) -> None:
     write_gtf(folder / "genes.gtf.gz")
     write_demo_vcf(rows, genome, folder / "variants.vcf")
     write_checkpoints(folder / "checkpoints", seed=seed)
+    write_baseline_checkpoints(folder / "checkpoints", seed=seed)
+    write_enformer_checkpoint(folder / "checkpoints", seed=seed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,8 @@ context digest) pairs it holds, so writing the same block twice is one file, and
 (shards, runs) never write to the same temporary name.
 
 The key folder is the hash of everything that decides a feature vector besides the sequence: the
-weights (SHA-256) and architecture of the model, the context length, the pooling window and
-method, how the RC view is made, and the numeric path (device type and autocast dtype: a bf16 GPU
+weights (SHA-256), config and architecture (model family) of the model, the model's context
+length, the pooling window and method (clamped mean), how the RC view is made, and the numeric path (device type and autocast dtype: a bf16 GPU
 run does not reuse float32 CPU features). Within a folder a row is found by the variant id *and*
 the SHA-256 of the exact ref context string that was embedded, so a different genome build or N
 padding is a miss, not a silently wrong hit. The model's name and revision are recorded in
@@ -33,7 +33,10 @@ finds nothing.
 
 Not covered by the key: batch size (batch composition can move floats in the last bits) and the
 software versions. Delete the folder to start afresh; nothing in it is ever needed for correctness.
-Format 2 added the checksums: format-1 folders (no checksums) are simply not used any more.
+Format 2 added the checksums: format-1 folders (no checksums) are simply not used any more. Format 3
+(the model interface) added the architecture and the clamped pooling rule (the edge token of a
+window running off the context counts once per clamped index): folders of format 2 hold unclamped
+means and are not used either.
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ from caduceus_vep.feature_file import (
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # bump when the meaning of a stored vector (or the block format) changes; 2: checksums
-POOLING = "mean"
+# Bump when the meaning of a stored vector (or the block format) changes. 2: checksums; 3: the model
+# interface (architecture in the key, clamped pooling: edge tokens counted once per clamped index).
+CACHE_FORMAT = 3
+POOLING = "clamped_mean"
 CHECKSUM_FIELD = "features_sha256"
 QUARANTINE_DIR = "quarantine"
 _QUARANTINE_SERIAL = itertools.count()  # unique names within one process (pid + time across processes)
@@ -73,8 +78,12 @@ def context_digest(ref_context: str) -> str:
 
 
 def cache_key(model_provenance: dict, context_length: int, pool: tuple[int, int], rc_features: str,
-              device_type: str, autocast_dtype: str) -> tuple[str, dict]:
+              device_type: str, autocast_dtype: str, *, architecture: str = "caduceus",
+              pooling_window: int | None = None) -> tuple[str, dict]:
     """``(key, fields)``: the folder name and what it stands for (written to ``key.json``).
+
+    ``context_length`` is the model's own context (bp), ``pool`` the pooled token offsets around the
+    SNP token, ``architecture`` the model family, ``pooling_window`` the window in bp.
 
     Raises ``ValueError`` when the model has no weights checksum (a model not loaded from a
     checkpoint cannot be cached safely).
@@ -88,6 +97,7 @@ def cache_key(model_provenance: dict, context_length: int, pool: tuple[int, int]
         "format": CACHE_FORMAT, "weights_sha256": weights, "model_config": model_provenance.get("config", {}),
         "context_length": int(context_length), "pool": [int(pool[0]), int(pool[1])], "pooling": POOLING,
         "rc_features": rc_features, "device_type": device_type, "precision": precision,
+        "architecture": architecture, "pooling_window": pooling_window,
     }
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
     return key, fields

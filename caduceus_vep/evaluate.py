@@ -1,14 +1,26 @@
 """The paper's eQTL classifier protocol: per TSS-distance bucket, StandardScaler + RBF SVC.
 
-Reproduces the Caduceus notebook exactly (see the protocol reference, section 4):
+Reproduces the Caduceus SVM notebook exactly (see the protocol reference, section 4):
+- rows whose features (of the kinds the row's RC rule reads) contain NaN are dropped first;
 - buckets with inclusive edges on both ends (a SNP at exactly 30,000 bp lands in two buckets);
-- per seed, ``min(n, train_subsample)`` training rows drawn without replacement
-  (``DataFrame.sample(random_state=seed)``), the whole test bucket for testing;
-- features = concat(mean_ref, mean_alt) plus the tissue as one alphabetical integer code;
-- per-model reverse-complement rules (``RC_RULES``);
+- per bucket and seed, the training draw is the notebook's ``np.random.seed(seed)`` followed by
+  ``np.random.choice(n, train_subsample, replace=train_subsample > n)`` over the bucket's training
+  rows in table order (``paper_train_draw``): a bucket smaller than the subsample is drawn *with*
+  replacement, differently per seed; the whole test bucket is used for testing;
+- features = concat(mean_ref, mean_alt) plus the tissue as one integer column, coded by a
+  LabelEncoder fitted on the *test* split's tissue names (alphabetical) and applied to both splits.
+  The notebook's ``transform`` would raise on a training tissue absent from the test split; here
+  those training rows are dropped, counted in the ``note`` column and logged;
+- per-row reverse-complement rules (``RC_RULES``);
 - AUROC from hard ``predict()`` labels (it equals balanced accuracy), C chosen by the best mean
-  test AUROC over seeds, spread = standard deviation over seeds (numpy's default, ddof=0).
+  test AUROC over seeds (ties: the smallest C), spread = the sample standard deviation over seeds
+  (ddof=1, what seaborn's ``errorbar="sd"`` draws; NaN for a single seed).
 The weaknesses of this protocol are known; it is reproduced here, never silently changed.
+
+A model's features can give more than one result row (``evaluate.extra_rows`` in the config, e.g.
+"Caduceus w/o Equiv." = the Ph model's features under rc_rule ``forward``): ``table_rows`` lists
+every row with its label, parent model and RC rule; each row runs this protocol on its parent's
+feature file, so no second embedding run is needed.
 
 Speed without changing a result: the scaler and ``gamma="scale"`` depend only on a seed's training
 subsample, not on C, so each (bucket, seed) computes its RBF kernels once and fits
@@ -20,18 +32,19 @@ rounding (tests/test_svm_kernels.py). Memory per worker: the training kernel, n_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
-from threadpoolctl import threadpool_limits
 
+# scikit-learn, joblib and threadpoolctl are imported inside the functions that fit or score: every
+# workflow job imports this module (through stages, scoring, zero-shot), most never fit an SVM, and
+# scikit-learn alone took 2.2 of a job's 3.8 s of start-up imports.
+
+log = logging.getLogger(__name__)
 PER_SEED_COLUMNS = ["model", "protocol", "bucket", "C", "seed", "auroc", "n_train", "n_train_pos", "n_test", "n_test_pos", "note"]
 SUMMARY_COLUMNS = ["model", "protocol", "bucket", "C", "auroc_mean", "auroc_sd", "n_seeds", "n_train", "n_test", "note"]
 
@@ -70,6 +83,50 @@ RC_RULES: dict[str, tuple[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class TableRow:
+    """One result row of the tables and figures: ``name`` (the ``model`` column of every results file),
+    ``label`` (shown), ``model`` (whose feature file it reads) and ``rc_rule`` (how it uses them)."""
+
+    name: str
+    label: str
+    model: str
+    rc_rule: str
+
+
+def table_rows(models: Sequence[dict], extra_rows: Sequence[dict] = ()) -> list[TableRow]:
+    """Every result row: one per model (its own name, label and rc_rule), then ``evaluate.extra_rows``.
+
+    Raises ValueError for an extra row whose model is not configured, an unknown rc_rule, an RC rule
+    on a forward-rule model, or a row name used twice (names key the results files and tables).
+    """
+    rows = [TableRow(m["name"], m.get("label") or m["name"], m["name"], m["rc_rule"]) for m in models]
+    known = {m["name"]: m["rc_rule"] for m in models}
+    for extra in extra_rows:
+        if extra["model"] not in known:
+            raise ValueError(f"evaluate.extra_rows {extra['name']!r}: model {extra['model']!r} is not configured "
+                             f"(models: {sorted(known)})")
+        if known[extra["model"]] == "forward" and extra["rc_rule"] != "forward":
+            # A forward-rule model's embedding need not compute reverse-complement features.
+            raise ValueError(f"evaluate.extra_rows {extra['name']!r}: rc_rule {extra['rc_rule']!r} needs reverse-complement "
+                             f"features, but model {extra['model']!r} has rc_rule 'forward'")
+        rows.append(TableRow(extra["name"], extra.get("label") or extra["name"], extra["model"], extra["rc_rule"]))
+    names = [r.name for r in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"result row names must be unique across models and evaluate.extra_rows, got {names}")
+    for r in rows:
+        if r.rc_rule not in RC_RULES:
+            raise ValueError(f"row {r.name}: unknown rc_rule {r.rc_rule!r}; expected one of {sorted(RC_RULES)}")
+    return rows
+
+
+def rows_of_model(model: dict, extra_rows: Sequence[dict] = ()) -> list[TableRow]:
+    """The result rows computed from one model's features: its own row first, then its extra rows."""
+    own = TableRow(model["name"], model.get("label") or model["name"], model["name"], model["rc_rule"])
+    return [own] + [TableRow(e["name"], e.get("label") or e["name"], e["model"], e["rc_rule"])
+                    for e in extra_rows if e["model"] == model["name"]]
+
+
 def buckets_from_config(entries: list[dict], closed_high: bool = True) -> tuple[Bucket, ...]:
     """Buckets from config entries ``{name, low, high}`` (high null = unbounded)."""
     return tuple(Bucket(str(e["name"]), int(e["low"]), None if e.get("high") is None else int(e["high"]), closed_high)
@@ -88,10 +145,35 @@ def variant_features(matrices: dict[str, np.ndarray], which: str) -> np.ndarray:
     return np.concatenate([ref, alt], axis=1)
 
 
-def tissue_codes(tissues: pd.Series) -> np.ndarray:
-    """Alphabetical integer code per tissue (sklearn LabelEncoder's order), as one feature column."""
-    order = {t: i for i, t in enumerate(sorted(tissues.unique()))}
+def tissue_codes(tissues: pd.Series, classes: Sequence[str] | None = None) -> np.ndarray:
+    """Integer code per tissue: its index in ``classes`` (sorted, as sklearn's LabelEncoder orders them).
+
+    ``classes=None`` fits on ``tissues`` itself. A tissue outside ``classes`` gets NaN (the paper
+    protocol drops those rows; LabelEncoder.transform would raise).
+    """
+    order = {t: i for i, t in enumerate(sorted(set(tissues.unique()) if classes is None else set(classes)))}
     return tissues.map(order).to_numpy(dtype=np.float64)
+
+
+def paper_train_draw(n_rows: int, subsample: int, seed: int) -> np.ndarray:
+    """The notebook's training draw over a bucket's ``n_rows`` training rows, for one seed.
+
+    ``np.random.seed(seed); np.random.choice(n_rows, subsample, replace=subsample > n_rows)``, done
+    on a private ``RandomState(seed)``: the same Mersenne-Twister stream, so the same indices, without
+    touching numpy's global state (the notebook's ``random``/``torch`` seeds do not affect it). A
+    bucket smaller than ``subsample`` is drawn with replacement (duplicates, a different draw per seed).
+    """
+    if n_rows == 0:
+        return np.zeros(0, dtype=np.intp)
+    return np.random.RandomState(seed).choice(n_rows, subsample, replace=subsample > n_rows)
+
+
+def nan_feature_rows(features: Sequence[np.ndarray], row_index: np.ndarray) -> np.ndarray:
+    """True for each row whose variant has a NaN in any of ``features`` (one [variants, F] matrix per kind)."""
+    bad = np.zeros(len(features[0]) if features else 0, dtype=bool)
+    for matrix in features:
+        bad |= np.isnan(matrix).any(axis=1)  # per variant first: no [rows, F] copy
+    return bad[row_index]
 
 
 def design_matrix(rows: pd.DataFrame, features: np.ndarray, row_index: np.ndarray, tissue_code: np.ndarray) -> np.ndarray:
@@ -172,6 +254,9 @@ def rbf_svm_grid(X_train: np.ndarray, y_train: np.ndarray, X_eval: np.ndarray, c
     Returns (decisions [len(X_eval), len(c_grid)], classes); ``hard_labels`` turns them into
     ``predict()`` output.
     """
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
     scaler = StandardScaler().fit(X_train)
     Xs = scaler.transform(X_train)
     g = scale_gamma(Xs) if gamma == "scale" else float(gamma)
@@ -201,6 +286,8 @@ def blas_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=max(1, int(n)), user_api="blas"):
         yield
 
@@ -210,6 +297,8 @@ def _seed_aurocs(features_train: np.ndarray, features_test: np.ndarray, train_in
     X_train = np.column_stack([features_train[train_index], train_codes])
     decisions, classes = rbf_svm_grid(X_train, y_train, X_test, c_grid)
     # The paper's AUROC is computed from hard labels, not decision scores (= balanced accuracy).
+    from sklearn.metrics import roc_auc_score
+
     return [float(roc_auc_score(y_test, hard_labels(decisions[:, j], classes))) for j in range(len(c_grid))]
 
 
@@ -228,11 +317,15 @@ def paper_protocol(
 ) -> pd.DataFrame:
     """Per-seed AUROCs of the paper's protocol for one model.
 
-    ``rows`` holds (variant_id, label, split, tissue, distance_to_nearest_TSS); rows whose variant
-    has no features are the caller's to drop beforehand. Returns one row per (bucket, C, seed).
+    ``rows`` holds (variant_id, label, split, tissue, distance_to_nearest_TSS) in table order; rows
+    whose variant has no features are the caller's to drop beforehand (an error here), rows with NaN
+    features and training rows of a tissue absent from the test split are dropped here (counted in
+    ``note``). Returns one row per (bucket, C, seed).
     ``n_jobs`` worker threads run the (bucket, seed) jobs, each with one BLAS thread, so the
     protocol uses n_jobs cores; each holds one training kernel (see the module docstring).
     """
+    from joblib import Parallel, delayed, effective_n_jobs
+
     if rc_rule not in RC_RULES:
         raise ValueError(f"unknown rc_rule {rc_rule!r}; expected one of {sorted(RC_RULES)}")
     train_kind, test_kind = RC_RULES[rc_rule]
@@ -241,28 +334,43 @@ def paper_protocol(
     missing = ~rows["variant_id"].isin(position.index)
     if missing.any():
         raise ValueError(f"{int(missing.sum())} rows have no features, e.g. {rows.loc[missing, 'variant_id'].iloc[0]}")
-    row_index = position.loc[rows["variant_id"]].to_numpy()
-    codes = tissue_codes(rows["tissue"])
     feats = {kind: variant_features(matrices, kind) for kind in {train_kind, test_kind}}
+    # The notebook drops rows with NaN features before bucketing.
+    nan_rows = nan_feature_rows(list(feats.values()), position.loc[rows["variant_id"]].to_numpy())
+    rows = rows[~nan_rows].reset_index(drop=True)
+    is_test = (rows["split"] == "test").to_numpy()
+    # LabelEncoder fitted on the test split's tissues, applied to both splits; training rows of a
+    # tissue the test split lacks have no code (the notebook would raise) and are dropped.
+    codes = tissue_codes(rows["tissue"], classes=rows.loc[is_test, "tissue"].unique())
+    unknown_tissue = np.isnan(codes) & ~is_test
+    rows, codes = rows[~unknown_tissue].reset_index(drop=True), codes[~unknown_tissue]
+    is_test = (rows["split"] == "test").to_numpy()
+    row_index = position.loc[rows["variant_id"]].to_numpy()
+    dropped = "; ".join(filter(None, [
+        f"{int(nan_rows.sum())} row(s) with NaN features dropped" if nan_rows.any() else "",
+        f"{int(unknown_tissue.sum())} training row(s) of tissues absent from the test split dropped" if unknown_tissue.any() else ""]))
+    if dropped:
+        log.warning("paper protocol %s: %s", model, dropped)
     distance = rows["distance_to_nearest_TSS"]
     labels = rows["label"].to_numpy()
+    is_train = (rows["split"] == "train").to_numpy()
 
     jobs, meta = [], []
     for bucket in buckets:
         in_bucket = bucket.mask(distance).to_numpy()
-        train_rows = rows[in_bucket & (rows["split"] == "train").to_numpy()]
-        test_mask = in_bucket & (rows["split"] == "test").to_numpy()
+        train_positions = np.flatnonzero(in_bucket & is_train)  # table order, as the notebook's frame
+        test_mask = in_bucket & is_test
         X_test = design_matrix(rows, feats[test_kind], row_index[test_mask], codes[test_mask])
         y_test = labels[test_mask]
         for seed in seeds:
-            sample = train_rows.sample(n=min(len(train_rows), train_subsample), random_state=seed)
-            positions = rows.index.get_indexer(sample.index)
+            positions = train_positions[paper_train_draw(len(train_positions), train_subsample, seed)]
             y_train = labels[positions]
             note = _unscorable(y_train, y_test)
             for C in c_grid:
                 meta.append({"model": model, "protocol": "paper", "bucket": bucket.name, "C": C, "seed": seed,
                              "n_train": len(y_train), "n_train_pos": int(y_train.sum()),
-                             "n_test": len(y_test), "n_test_pos": int(y_test.sum()), "note": note})
+                             "n_test": len(y_test), "n_test_pos": int(y_test.sum()),
+                             "note": "; ".join(filter(None, [note, dropped]))})
             # One job per (bucket, seed): one kernel, every C fitted on it.
             jobs.append(None if note else delayed(_seed_aurocs)(feats[train_kind], feats[test_kind], row_index[positions],
                                                                 codes[positions], y_train, X_test, y_test, list(c_grid)))
@@ -291,10 +399,11 @@ def _unscorable(y_train: np.ndarray, y_test: np.ndarray) -> str:
 
 
 def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, protocol, bucket): the C with the best mean AUROC (ties: smallest C), mean and sd."""
+    """Per (model, protocol, bucket): the C with the best mean AUROC (ties: smallest C), mean and sample sd (ddof=1)."""
     records = []
     for (model, protocol, bucket), group in per_seed.groupby(["model", "protocol", "bucket"], sort=False):
-        stats = group.groupby("C")["auroc"].agg(["mean", lambda s: float(np.std(s.to_numpy())), "count"])
+        # Sample sd over seeds (ddof=1, seaborn's errorbar="sd"); NaN seeds are skipped.
+        stats = group.groupby("C")["auroc"].agg(["mean", lambda s: float(s.dropna().std(ddof=1)), "count"])
         stats.columns = ["mean", "sd", "count"]
         scored = stats.dropna(subset=["mean"])
         note = "; ".join(sorted({n for n in group["note"] if n}))

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from caduceus_vep import __version__
-from caduceus_vep.atomic import atomic_path, write_text_atomic
+from caduceus_vep.atomic import atomic_path, kill_point, write_text_atomic
 from caduceus_vep.provenance import sha256_file
 
 __all__ = [
@@ -297,7 +297,7 @@ def download(
         except ContentError:
             _discard_part(part)
             raise
-    finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    finished = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if recorded is None or recorded.get("sha256") != digest:
         if recorded is not None:
             log.warning("the pinned sha256 of %s replaces the one recorded in %s (%s)", dest, record_path(dest), recorded["sha256"])
@@ -306,6 +306,7 @@ def download(
             "sha256": digest, "size_bytes": size, "source": source, "path": str(dest),
             "first_downloaded_utc": finished, "pinned": bool(pinned),
         }, indent=2, sort_keys=True) + "\n")
+    kill_point("write")
     os.replace(part, dest)
     _meta_path(part).unlink(missing_ok=True)
     return DownloadRecord(

@@ -7,8 +7,6 @@ AUROC is computed from ranks (Mann-Whitney U with average ranks for ties), which
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
-from sklearn.metrics import average_precision_score
 
 METRIC_COLUMNS = ["auroc", "auroc_lo", "auroc_hi", "auprc", "auprc_lo", "auprc_hi"]
 
@@ -21,6 +19,8 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def _auroc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Row-wise AUROC of [B, n] label and score matrices (NaN for rows with one class)."""
+    from scipy.stats import rankdata  # here, not at import: see the note in evaluate.py
+
     ranks = rankdata(scores, axis=1)
     n_pos = labels.sum(axis=1).astype(np.float64)
     n_neg = labels.shape[1] - n_pos
@@ -59,6 +59,8 @@ def bootstrap_metrics(labels: np.ndarray, scores: np.ndarray, *, n_resamples: in
     nan = float("nan")
     if len(y) == 0 or len(np.unique(y)) < 2:
         return dict.fromkeys(METRIC_COLUMNS, nan)
+    from sklearn.metrics import average_precision_score
+
     out = {"auroc": auroc(y, s), "auprc": float(average_precision_score(y, s))}
     if n_resamples <= 0:
         return {**out, "auroc_lo": nan, "auroc_hi": nan, "auprc_lo": nan, "auprc_hi": nan}

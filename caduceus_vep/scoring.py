@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from caduceus_vep.bundle import Bundle, check_bundle, load_bundle
+from caduceus_vep.atomic import kill_point
+from caduceus_vep.bundle import Bundle, BundleError, check_bundle, load_bundle
 from caduceus_vep.evaluate import rbf_kernel, variant_features
 from caduceus_vep.feature_file import FEATURE_COLUMNS
 from caduceus_vep.metrics import bootstrap_metrics
@@ -119,7 +120,8 @@ def model_scores(*, windows_path: PathLike, specs: list[ModelSpec], zero_shot_pa
         frame = pd.read_parquet(path)
         name = Path(path).stem
         aligned = frame.set_index("variant_id").reindex(variant_ids)
-        if aligned["llr"].isna().any() and len(frame) == len(variant_ids):
+        # A model without an LM head (Enformer) has NaN LLRs throughout: check the ids, not the values.
+        if len(frame) == len(variant_ids) and not pd.Index(variant_ids).isin(frame["variant_id"].astype(str)).all():
             raise ValueError(f"{path}: zero-shot scores do not match this dataset's windows")
         scores.zero_shot[name] = aligned[list(ZERO_SHOT_COLUMNS)].reset_index(drop=True)
     embeddings = {Path(p).stem: p for p in embedding_paths}
@@ -131,6 +133,11 @@ def model_scores(*, windows_path: PathLike, specs: list[ModelSpec], zero_shot_pa
         width = pq.ParquetFile(embeddings[name]).schema_arrow.field(FEATURE_COLUMNS[0]).type.list_size
         check_bundle(bundle, path, model=name, weights_sha256=(records.get(name) or {}).get("weights_sha256"),
                      window_spec=window_spec.to_dict(), feature_width=width)
+        spec = next((s for s in specs if s.name == name), None)
+        trained_context = bundle.sidecar["model"].get("context_length")
+        if spec is not None and spec.context_length and trained_context and trained_context != spec.context_length:
+            raise BundleError(f"{path} cannot score this dataset: it was trained on model {name!r} at a {trained_context} bp "
+                              f"context, this run feeds it {spec.context_length} bp (models[].context_length)")
         with blas_threads(threads):
             scores.probabilities[name] = _probabilities(bundle, embeddings[name], tissues)
         scores.bucket_models[name] = bundle
@@ -334,6 +341,7 @@ def write_scored_vcf(source: PathLike, out_vcf: PathLike, out_tbi: PathLike, tab
                     n += 1
         _tabix_sorted(tmp_vcf)
         os.replace(str(tmp_vcf) + ".tbi", out_tbi)
+        kill_point("write")  # the nastiest moment: the index in place, the VCF not yet
         os.replace(tmp_vcf, out_vcf)
     finally:
         for leftover in (tmp_vcf, Path(str(tmp_vcf) + ".tbi"), tmp_plain):

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from caduceus_vep.atomic import write_text_atomic
 from caduceus_vep.devices import embed_device
-from caduceus_vep.embed import FEATURE_COLUMNS, EmbedSettings, FeatureBlock, context_sequences, embed_sequences, feature_width, read_block, write_block
+from caduceus_vep.embed import FEATURE_COLUMNS, EmbedSettings, FeatureBlock, context_sequences, embed_sequences, read_block, window_pooling_bp, write_block
 from caduceus_vep.embed_cache import FeatureCache, cache_key, context_digest
 from caduceus_vep.genome import Genome
 
@@ -143,8 +143,13 @@ def _assemble(ids: list[str], digests: list[str], hits: list, computed: FeatureB
 
 def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, settings: EmbedSettings, job: ShardJob,
               output: PathLike) -> dict:
-    """Embed one shard of the windows table (resuming from checkpoints, using the cache); returns a summary."""
-    from caduceus_vep.model import load_caduceus
+    """Embed one shard of the windows table (resuming from checkpoints, using the cache); returns a summary.
+
+    ``model_spec``: ``path`` (a local folder), ``name``, and optionally ``architecture`` (else inferred
+    from the checkpoint), ``context_length`` (else the windows' own), ``rc_rule`` (else ``ph``: with RC
+    features).
+    """
+    from caduceus_vep.model.registry import load_model
 
     started = time.perf_counter()
     torch.set_num_threads(settings.threads)
@@ -159,17 +164,21 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
     windows = pd.read_parquet(windows_path)
     lo, hi = shard_bounds(len(windows), job.shard, job.shards)
     rows = windows.iloc[lo:hi].reset_index(drop=True)
-    model = load_caduceus(model_spec["path"], revision=model_spec.get("revision"), device=str(device))
+    windows_context = int(windows.context_end.iloc[0] - windows.context_start.iloc[0]) if len(windows) else 0
+    context_length = int(model_spec.get("context_length") or windows_context)
+    pooling_window = _pooling_window(windows_path, windows)
+    loaded = load_model(model_spec, device=str(device), context_length=context_length or None)
+    family, model = loaded.family, loaded.module
     if model_spec.get("source"):
         # Loaded from the fetch_model rule's local copy: provenance names what the config asked for.
         model.provenance.update(name_or_path=model_spec["source"], revision=model_spec.get("source_revision"))
-    rc_features = "ps_second_half" if getattr(model, "is_rcps", False) else "ph_rc_pass"
-    context_length = int(windows.context_end.iloc[0] - windows.context_start.iloc[0]) if len(windows) else 0
-    pool = (int(windows.pool_start.iloc[0]), int(windows.pool_end.iloc[0])) if len(windows) else (0, 0)
-    key, fields = cache_key(model.provenance, context_length, pool, rc_features, device.type, settings.autocast_dtype)
+    rc_features = family.rc_mode(model, model_spec.get("rc_rule") or "ph")
+    half = family.pool_half_window(pooling_window)
+    key, fields = cache_key(model.provenance, context_length, (-half, half), rc_features, device.type, settings.autocast_dtype,
+                            architecture=family.name, pooling_window=pooling_window)
     cache = FeatureCache(job.cache_dir, key, fields, {"name": model_spec["name"], **{k: model.provenance.get(k) for k in ("name_or_path", "revision")}})
     ids = rows["variant_id"].astype(str).tolist()
-    fingerprint = hashlib.sha256(json.dumps([key, settings.batch_size, job.checkpoint_every, ids]).encode()).hexdigest()
+    fingerprint = hashlib.sha256(json.dumps([key, settings.batch_for(device), job.checkpoint_every, ids]).encode()).hexdigest()
     work = WorkFolder(job.work_dir, fingerprint)
     known = cache.lookup(set(ids)) if cache.enabled else {}
     log.info("shard %d of %d: windows rows %d..%d (%d variants); cache %s: %d of them present; device %s",
@@ -185,14 +194,15 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
                 counts["resumed"] += len(block)
                 bar.update(len(block))
             else:
-                refs, alts = context_sequences(chunk, genome)
+                refs, alts = context_sequences(chunk, genome, context_length)
                 digests = [context_digest(s) for s in refs]
                 hits = [known.get((v, d)) for v, d in zip(ids[a:b], digests)]
                 miss = [i for i, h in enumerate(hits) if h is None]
                 bar.update(len(chunk) - len(miss))
                 computed = None
                 if miss:
-                    matrices = embed_sequences([refs[i] for i in miss], [alts[i] for i in miss], model, settings, pool, bar.update)
+                    matrices = embed_sequences([refs[i] for i in miss], [alts[i] for i in miss], loaded, settings, pooling_window,
+                                               bar.update, rc_features)
                     computed = FeatureBlock([ids[a + i] for i in miss], [digests[i] for i in miss], matrices)
                     cache.store(computed, {"model": model_spec["name"]})
                 block = _assemble(ids[a:b], digests, hits, computed)
@@ -207,17 +217,30 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
         "model": {"name": model_spec["name"], **getattr(model, "provenance", {})},
         "settings": {**asdict(settings), "device": device.type},
         "shard": job.shard, "shards": job.shards, "rows": [lo, hi], "n_variants": len(rows),
-        "rc_features": rc_features, "hidden_size": int(getattr(model, "hidden_size", 0)),
+        "family": family.describe(), "architecture": family.name, "context_length": context_length, "pooling_window": pooling_window,
+        "pool_half_window": half, "pooling": "clamped mean", "rc_features": rc_features,
+        # The module's own width (Caduceus-PS: 2 x d_model, [forward | RC]); the features are loaded.hidden_size wide.
+        "hidden_size": int(getattr(model, "hidden_size", loaded.hidden_size)),
         "cache_key": key, "cache": fields, "checkpoint_every": job.checkpoint_every,
         "attempt": {**{k: counts[k] for k in ("computed", "cached", "resumed")}, "seconds": round(seconds, 3),
                     "computed_per_second": round(counts["computed"] / seconds, 4) if seconds > 0 else None},
     }
     # A shard with no variants (a dataset with nothing scorable) still writes a valid, empty file.
-    write_block(FeatureBlock.concat(blocks) if rows.shape[0] else FeatureBlock.empty(feature_width(model)), output, summary)
+    write_block(FeatureBlock.concat(blocks) if rows.shape[0] else FeatureBlock.empty(loaded.hidden_size), output, summary)
     work.remove()  # the shard file is the checkpoint now
     log.info("shard %d of %d done: %d variants, %d computed, %d from the cache, %d resumed from checkpoints, %.1f s",
              job.shard, job.shards, len(rows), counts["computed"], counts["cached"], counts["resumed"], seconds)
     return summary
+
+
+def _pooling_window(windows_path: PathLike, windows: pd.DataFrame) -> int:
+    """The run's pooling window in bp: the windows file's spec (or, for a table without one, its pool columns)."""
+    from caduceus_vep.windows import read_window_spec
+
+    try:
+        return read_window_spec(windows_path).pooling_window
+    except ValueError:
+        return window_pooling_bp(windows) if len(windows) else 0
 
 
 def merge_shards(shard_paths: list[PathLike], windows_path: PathLike, output: PathLike,
@@ -249,6 +272,7 @@ def merge_shards(shard_paths: list[PathLike], windows_path: PathLike, output: Pa
     metadata = {
         "model": first.get("model", {}), "settings": first.get("settings", {}), "n_variants": len(final),
         "rc_features": first.get("rc_features"), "hidden_size": first.get("hidden_size"),
+        **{k: first.get(k) for k in ("architecture", "context_length", "pooling_window", "pool_half_window", "pooling")},
         "feature_size": int(final.matrices[FEATURE_COLUMNS[0]].shape[1]) if len(final) else 0,
         "shards": len(shard_paths), "checkpoint_every": first.get("checkpoint_every"),
         "cache_key": first.get("cache_key"), "cache_key_fields": first.get("cache"), "dedup": dedup,

@@ -2,6 +2,7 @@
 
 Differences from ``paper`` (protocol reference, section 4, "known weaknesses"), per bucket:
 - half-open buckets [0, 30k), [30k, 100k), [100k, inf): every variant lands in exactly one;
+- rows with NaN features dropped first (as in ``paper``; counted in ``note``);
 - features: the model's RC-averaged embeddings for train *and* test ("avg"; "fwd" for models
   without RC features, rc_rule ``forward``), plus the tissue one-hot encoded (not an ordinal);
 - all training rows, or a seeded random subsample of ``max_train_rows`` (RBF SVC fits are O(n^2));
@@ -31,18 +32,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, effective_n_jobs
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
+# scikit-learn and joblib inside the fitting functions: bundles (scoring jobs) import this module for
+# its dataclasses only (see the note in evaluate.py).
 from caduceus_vep.evaluate import (
     KERNEL_CHUNK_BYTES,
     SOUND_BUCKETS,
     Bucket,
     blas_threads,
     kernel_decision,
+    nan_feature_rows,
     rbf_kernel,
     rbf_svm_grid,
     variant_features,
@@ -148,6 +147,9 @@ def _fold_decisions(X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.nda
 def fit_bucket_model(X: np.ndarray, y: np.ndarray, C: float, gamma_factor: float, *, bucket: Bucket,
                      platt: tuple[float, float], train_sha256: str) -> BucketModel:
     """Fit StandardScaler + RBF SVC(C, gamma = gamma_factor / n_features) on (X, y) as a ``BucketModel``."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
     scaler = StandardScaler().fit(X)
     Xs = scaler.transform(X)
     gamma = gamma_factor / X.shape[1]
@@ -176,6 +178,9 @@ def choose_hyperparameters(X: np.ndarray, y: np.ndarray, groups: np.ndarray, set
     smallest C, then the smallest gamma. With fewer than two training chromosomes there is no
     grouped CV: the first grid values are used and the note says so.
     """
+    from joblib import Parallel, delayed, effective_n_jobs
+    from sklearn.model_selection import GroupKFold
+
     n_features = X.shape[1]
     n_groups = len(np.unique(groups))
     folds = min(settings.cv_folds, n_groups)
@@ -216,6 +221,8 @@ def platt_coefficients(scores: np.ndarray, labels: np.ndarray) -> tuple[float, f
     ok = ~np.isnan(scores)
     if ok.sum() == 0 or len(np.unique(labels[ok])) < 2:
         return 1.0, 0.0
+    from sklearn.linear_model import LogisticRegression
+
     lr = LogisticRegression(C=1e6).fit(scores[ok, None], labels[ok])
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
@@ -236,13 +243,20 @@ def sound_protocol(
     ``n_jobs`` worker threads run the (fold, gamma) jobs of the grouped CV with one BLAS thread each;
     the final refit and the test scores run with n_jobs BLAS threads: n_jobs cores throughout.
     """
+    from joblib import effective_n_jobs
+
     kind = SOUND_FEATURES[rc_rule]
     rows = rows.reset_index(drop=True)
     position = pd.Series(np.arange(len(variant_ids)), index=variant_ids.to_numpy())
     missing = ~rows["variant_id"].isin(position.index)
     if missing.any():
         raise ValueError(f"{int(missing.sum())} rows have no features, e.g. {rows.loc[missing, 'variant_id'].iloc[0]}")
-    features = variant_features(matrices, kind)[position.loc[rows["variant_id"]].to_numpy()]
+    kind_features = variant_features(matrices, kind)
+    # As in the paper protocol, rows with NaN features are dropped before bucketing (SVC refuses NaN).
+    nan_rows = nan_feature_rows([kind_features], position.loc[rows["variant_id"]].to_numpy())
+    rows = rows[~nan_rows].reset_index(drop=True)
+    dropped = f"{int(nan_rows.sum())} row(s) with NaN features dropped" if nan_rows.any() else ""
+    features = kind_features[position.loc[rows["variant_id"]].to_numpy()]
     categories = sorted(rows["tissue"].astype(str).unique())
     X_all = sound_design(features, rows["tissue"].astype(str), categories)
     labels = rows["label"].to_numpy().astype(np.int64)
@@ -260,7 +274,8 @@ def sound_protocol(
                   "n_train_pos": int(y_tr.sum()), "n_test": len(test_idx), "n_test_pos": int(y_te.sum())}
         if len(train_idx) == 0 or len(np.unique(y_tr)) < 2:
             note = "no training rows in this bucket" if len(train_idx) == 0 else "training rows have one class only"
-            records.append({**record, **dict.fromkeys(["C", "gamma_factor", "cv_auroc", *METRIC_COLUMNS], float("nan")), "cv_folds": 0, "note": note})
+            records.append({**record, **dict.fromkeys(["C", "gamma_factor", "cv_auroc", *METRIC_COLUMNS], float("nan")), "cv_folds": 0,
+                            "note": "; ".join(filter(None, [note, dropped]))})
             continue
         X_tr = X_all[train_idx]
         groups = rows["chrom"].to_numpy()[train_idx]
@@ -272,7 +287,8 @@ def sound_protocol(
         metrics = bootstrap_metrics(y_te, scores, n_resamples=settings.bootstrap, seed=settings.seed)
         if len(test_idx) == 0 or len(np.unique(y_te)) < 2:
             note = "; ".join(filter(None, [note, "test bucket has one class or no rows; AUROC undefined"]))
-        records.append({**record, "C": C, "gamma_factor": g, "cv_auroc": cv_auroc, "cv_folds": folds, **metrics, "note": note})
+        records.append({**record, "C": C, "gamma_factor": g, "cv_auroc": cv_auroc, "cv_folds": folds, **metrics,
+                        "note": "; ".join(filter(None, [note, dropped]))})
         score_frames.append(pd.DataFrame({"model": model, "bucket": bucket.name, "variant_id": rows["variant_id"].to_numpy()[test_idx],
                                           "tissue": rows["tissue"].to_numpy()[test_idx], "label": y_te, "score": scores}))
     table = pd.DataFrame(records, columns=SOUND_COLUMNS)

@@ -9,6 +9,7 @@ no stage carries defaults of its own.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -46,6 +47,9 @@ def configure_logging(path: PathLike | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # On a full results disk the log file cannot grow either: drop those lines instead of printing
+    # a "Logging error" traceback per line; the job's one-line error still reaches stderr.
+    logging.raiseExceptions = False
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -76,9 +80,28 @@ def run_logged(log_path: PathLike | None, stage, *args, **kwargs):
     except _user_errors() as err:
         log.error("%s", err)
         raise SystemExit(f"error: {err}") from None
+    except OSError as err:
+        if err.errno not in _DISK_ERRNOS:
+            log.exception("stage %s failed", getattr(stage, "__name__", stage))
+            raise
+        message = _disk_message(err, kwargs)
+        log.error("%s", message)
+        raise SystemExit(f"error: {message}") from None
     except Exception:
         log.exception("stage %s failed", getattr(stage, "__name__", stage))
         raise
+
+
+# A full or read-only results disk is the user's to fix, not a bug: one line naming where, no traceback.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _disk_message(err: OSError, kwargs: dict) -> str:
+    outputs = [str(v) for k, v in kwargs.items() if k.startswith("out_") and isinstance(v, (str, os.PathLike))]
+    where = err.filename or (os.path.dirname(outputs[0]) if outputs else "the results folder")
+    cause = "no space left on the device" if err.errno != errno.EROFS else "the file system is read-only"
+    return (f"cannot write {where}: {cause} ({os.strerror(err.errno)}). Nothing half-written was kept; "
+            "free space (or make it writable) and re-run: finished jobs are not repeated")
 
 
 def _write_parquet(frame: pd.DataFrame, path: PathLike) -> None:
@@ -190,9 +213,15 @@ def index_genome_stage(*, fasta: PathLike, out_index: PathLike | list[PathLike])
 def fetch_model_stage(*, model: dict, cache_dir: PathLike | None, out_record: PathLike) -> dict:
     """Download a Hub checkpoint (or check a local folder) on this machine and record where it is."""
     from caduceus_vep.model.loading import fetch_checkpoint
+    from caduceus_vep.model.registry import resolve_family
 
     spec = ModelSpec.from_config(model)
-    record = {"name": spec.name, **fetch_checkpoint(spec.path, spec.revision, cache_dir=cache_dir)}
+
+    def check(folder):
+        resolve_family(spec.architecture, folder).check_config(folder)
+
+    record = {"name": spec.name, **fetch_checkpoint(spec.path, spec.revision, cache_dir=cache_dir, check_config=check)}
+    record["architecture"] = resolve_family(spec.architecture, record["local_path"]).name
     provenance.write_json(out_record, record)
     log.info("model %s: %s", spec.name, record)
     return record
@@ -213,11 +242,13 @@ def _gpu_required(require_gpu: bool) -> bool:
     return require_gpu
 
 
-def _embed_settings(settings: dict, threads: int, require_gpu: bool):
+def _embed_settings(settings: dict, threads: int, require_gpu: bool, model: dict | None = None):
     from caduceus_vep.embed import EmbedSettings
 
-    return EmbedSettings(batch_size=settings["batch_size"], device="cuda" if _gpu_required(require_gpu) else settings["device"],
-                         autocast_dtype=settings["autocast_dtype"], threads=threads)
+    batch_size = (model or {}).get("batch_size") or settings["batch_size"]  # a model's own batch size wins
+    return EmbedSettings(batch_size=batch_size, device="cuda" if _gpu_required(require_gpu) else settings["device"],
+                         autocast_dtype=settings["autocast_dtype"], threads=threads,
+                         cpu_batch_size=settings.get("cpu_batch_size") or 1)
 
 
 def _load_spec(model: dict, model_record: PathLike | None) -> dict:
@@ -226,7 +257,8 @@ def _load_spec(model: dict, model_record: PathLike | None) -> dict:
     if model_record:
         record = read_model_record(model_record)
         spec.update(path=record["local_path"], revision=None, source=record.get("source"),
-                    source_revision=record.get("resolved_commit") or record.get("revision"))
+                    source_revision=record.get("resolved_commit") or record.get("revision"),
+                    architecture=spec.get("architecture") or record.get("architecture"))
     return spec
 
 
@@ -239,7 +271,8 @@ def embed_shard_stage(*, windows: PathLike, fasta: PathLike, model: dict, settin
     cache_dir = settings["cache_dir"]
     job = ShardJob(shard=int(shard), shards=int(shards), checkpoint_every=int(settings["checkpoint_every"]),
                    work_dir=Path(work_dir), cache_dir=Path(cache_dir) if cache_dir else None)
-    return run_shard(windows, fasta, _load_spec(model, model_record), _embed_settings(settings, threads, require_gpu), job, out_features)
+    return run_shard(windows, fasta, _load_spec(model, model_record), _embed_settings(settings, threads, require_gpu, model), job,
+                     out_features)
 
 
 def embed_merge_stage(*, shards: list[PathLike], windows: PathLike, out_embeddings: PathLike,
@@ -309,13 +342,15 @@ def zero_shot_auroc_stage(*, variants: PathLike, windows: PathLike, scores: Path
 
 def evaluate_stage(*, variants: PathLike, windows: PathLike, embeddings: PathLike, model: dict, settings: dict,
                    out_per_seed: PathLike, threads: int = 1) -> dict:
-    """The paper's SVM protocol for one model; writes per-seed AUROCs."""
+    """The paper's SVM protocol for one model's result rows (its own and its ``evaluate.extra_rows``, all
+    from the same feature file); writes per-seed AUROCs, the row name in the ``model`` column."""
     rows = evaluation_rows(variants, windows)
     ids, matrices, _ = read_embeddings(embeddings)
-    per_seed = ev.paper_protocol(
-        rows, ids["variant_id"], matrices, model=model["name"], rc_rule=model["rc_rule"], seeds=list(settings["seeds"]),
+    per_seed = pd.concat([ev.paper_protocol(
+        rows, ids["variant_id"], matrices, model=row.name, rc_rule=row.rc_rule, seeds=list(settings["seeds"]),
         c_grid=[float(c) for c in settings["c_grid"]], train_subsample=int(settings["train_subsample"]),
         buckets=_buckets(settings, closed_high=True), n_jobs=threads)
+        for row in ev.rows_of_model(model, settings["extra_rows"])], ignore_index=True)
     report.write_tsv(per_seed, out_per_seed)
     summary = ev.summarise(per_seed)
     log.info("evaluate %s:\n%s", model["name"], summary.to_string(index=False))
@@ -325,16 +360,19 @@ def evaluate_stage(*, variants: PathLike, windows: PathLike, embeddings: PathLik
 def evaluate_sound_stage(*, variants: PathLike, windows: PathLike, embeddings: PathLike, model: dict, settings: dict,
                          out_table: PathLike, out_scores: PathLike, out_bundle: PathLike, model_record: PathLike | None = None,
                          threads: int = 1) -> dict:
-    """The sound protocol for one model: results table, test-row scores, the classifier bundle."""
+    """The sound protocol for one model's result rows (its own and its ``evaluate.extra_rows``): results
+    table and test-row scores of every row; the classifier bundle of the model's own row."""
     from caduceus_vep import bundle, sound
 
     rows = evaluation_rows(variants, windows)
     ids, matrices, meta = read_embeddings(embeddings)
     sound_settings = sound.SoundSettings.from_config(settings["sound"])
-    result = sound.sound_protocol(rows, ids["variant_id"], matrices, model=model["name"], rc_rule=model["rc_rule"],
-                                  settings=sound_settings, buckets=_buckets(settings, closed_high=False), n_jobs=threads)
-    report.write_tsv(result.table, out_table)
-    report.write_tsv(result.test_scores, out_scores)
+    results = [sound.sound_protocol(rows, ids["variant_id"], matrices, model=row.name, rc_rule=row.rc_rule,
+                                    settings=sound_settings, buckets=_buckets(settings, closed_high=False), n_jobs=threads)
+               for row in ev.rows_of_model(model, settings["extra_rows"])]
+    result = results[0]  # the model's own row: its classifiers score users' variants
+    report.write_tsv(pd.concat([r.table for r in results], ignore_index=True), out_table)
+    report.write_tsv(pd.concat([r.test_scores for r in results], ignore_index=True), out_scores)
     record = read_model_record(model_record) if model_record else {}
     bundle.save_bundle(result, out_bundle, {
         "model": {**ModelSpec.from_config(model).to_dict(), "weights_sha256": meta.get("model", {}).get("weights_sha256"),
@@ -343,8 +381,9 @@ def evaluate_sound_stage(*, variants: PathLike, windows: PathLike, embeddings: P
         "feature_width": int(matrices["ref_fwd"].shape[1]) if len(ids) else 0,
         "training_data": {"variants": provenance.file_record(variants), "embeddings": provenance.file_record(embeddings)},
     })
-    log.info("evaluate_sound %s:\n%s", model["name"], result.table.to_string(index=False))
-    return {"rows": len(rows), "buckets": len(result.models)}
+    for r in results:
+        log.info("evaluate_sound %s:\n%s", model["name"], r.table.to_string(index=False))
+    return {"rows": len(rows), "buckets": len(result.models), "result_rows": len(results)}
 
 
 # ----------------------------------------------------------------------------- scores and reports
@@ -401,7 +440,7 @@ def _read_tsv(paths: list[PathLike] | None) -> pd.DataFrame:
 def report_stage(*, config: dict, dataset: str, embeddings: list[PathLike], source: PathLike, fasta: PathLike,
                  workflow_dir: PathLike, out_table_tsv: PathLike, out_table_md: PathLike, out_per_seed: PathLike,
                  out_figure: PathLike, out_provenance: PathLike, out_sound_tsv: PathLike, out_reference_tsv: PathLike,
-                 out_roc_figure: PathLike, per_seed: list[PathLike] | None = None, sound: list[PathLike] | None = None,
+                 out_roc_figure: PathLike, out_fig4_tsv: PathLike, per_seed: list[PathLike] | None = None, sound: list[PathLike] | None = None,
                  sound_scores: list[PathLike] | None = None, zero_shot: list[PathLike] | None = None,
                  model_records: list[PathLike] | None = None, tss: PathLike | None = None,
                  reference_values: PathLike | None = None, **dependencies: object) -> pd.DataFrame:
@@ -410,24 +449,32 @@ def report_stage(*, config: dict, dataset: str, embeddings: list[PathLike], sour
     ``dependencies`` (variants, windows, skipped tables) only order the rule after those stages.
     """
     settings = config["evaluate"]
+    table_rows = ev.table_rows(config["models"], settings["extra_rows"])
+    labels = {r.name: r.label for r in table_rows}
+    rank = report.row_rank([(r.name, r.label) for r in table_rows], settings["row_order"])
+    ordered = sorted(table_rows, key=lambda r: rank[r.name])
     per_seed_frame = _read_tsv(per_seed) if per_seed else pd.DataFrame(columns=ev.PER_SEED_COLUMNS)
-    summary = ev.summarise(per_seed_frame)
+    summary = report.order_rows(ev.summarise(per_seed_frame), rank)
     bucket_order = [b.name for b in _buckets(settings, closed_high=True)]
-    labels = {m["name"]: m.get("label") or m["name"] for m in config["models"]}
     wide = report.vep_table(summary, labels, bucket_order)
     title = f"eQTL VEP AUROC by distance to TSS ({config['run_name']}, {dataset})"
-    sound_results = pd.concat([_read_tsv(sound), _read_tsv(zero_shot)], ignore_index=True)
+    sound_results = report.order_rows(pd.concat([_read_tsv(sound), _read_tsv(zero_shot)], ignore_index=True), rank)
     sound_wide = report.sound_table(sound_results, labels, bucket_order) if len(sound_results) else pd.DataFrame()
     reference = report.read_reference_values(reference_values) if reference_values else pd.DataFrame(
         columns=["model", "protocol", "bucket", "auroc", "approximate", "source"])
     comparison = report.reference_comparison(wide, reference)
+    fig4 = report.fig4_comparison(summary, sound_results, [(r.name, r.label) for r in ordered], bucket_order, reference)
     report.write_tsv(wide, out_table_tsv)
     report.write_tsv(sound_wide, out_sound_tsv)
     report.write_tsv(comparison, out_reference_tsv)
-    write_text_atomic(out_table_md, report.full_markdown(title, wide, bucket_order, sound_wide, bucket_order, comparison, settings["sound"]))
+    report.write_tsv(fig4, out_fig4_tsv)
+    write_text_atomic(out_table_md, report.full_markdown(title, wide, bucket_order, sound_wide, bucket_order, comparison,
+                                                         settings["sound"], fig4))
     report.write_tsv(per_seed_frame, out_per_seed)
-    report.bar_chart(wide, bucket_order, out_figure, title + ", paper protocol")
+    report.bar_chart(wide, bucket_order, out_figure, title + ": paper protocol (± sd over seeds), sound protocol (95 % CI)",
+                     sound_wide)
     test_scores = _read_tsv(sound_scores) if sound_scores else pd.DataFrame(columns=["model", "bucket", "label", "score"])
+    test_scores = report.order_rows(test_scores, rank)
     report.roc_figure(test_scores, labels, bucket_order, out_roc_figure, f"ROC, sound protocol ({config['run_name']}, {dataset})")
     models = {}
     for path in embeddings:
@@ -444,9 +491,14 @@ def report_stage(*, config: dict, dataset: str, embeddings: list[PathLike], sour
         "config": config,
         "protocol": {"name": "paper", "seeds": settings["seeds"], "c_grid": settings["c_grid"],
                      "train_subsample": settings["train_subsample"], "buckets": bucket_order,
-                     "auroc": "from hard predict() labels (equals balanced accuracy)", "sd": "numpy std over seeds (ddof=0)"},
+                     "auroc": "from hard predict() labels (equals balanced accuracy)", "sd": "sample sd over seeds (ddof=1)",
+                     "train_draw": "np.random.seed(seed); np.random.choice(n, train_subsample, replace=train_subsample > n)",
+                     "tissue_codes": "LabelEncoder fitted on the test split; training rows of other tissues dropped",
+                     "nan_rows": "rows with NaN features dropped before bucketing",
+                     "rows": [{"name": r.name, "label": r.label, "model": r.model, "rc_rule": r.rc_rule} for r in ordered]},
         "protocols": {
-            "paper": "buckets inclusive on both edges; seeded subsamples; C by mean test AUROC; AUROC from predict() labels",
+            "paper": "buckets inclusive on both edges; seeded draws (with replacement for small buckets); C by mean test AUROC; "
+                     "AUROC from predict() labels",
             "sound": {**settings["sound"], "buckets": "half-open", "selection": "chromosome-grouped CV on the training split",
                       "auroc": "from decision_function scores; 95 % percentile bootstrap CI over test rows", "tissue": "one-hot"},
             "zero_shot": {"llr": "log p(alt) - log p(ref) at the SNP from mlm_logits on the ref context, forward/RC mean; score = -llr",

@@ -7,7 +7,8 @@ clamped to the sequence. Only coordinates and the short pooling window are store
 stage reads the long context from the indexed FASTA (storing 131 kb per variant costs ~800 GB).
 
 Policies (see config/README.md, ``windows``): a context running off a chromosome end is dropped
-(the benchmark) or padded with N (``edge_policy: pad``; then read it with :func:`fetch_context`);
+(the benchmark, whose test ``start < 0 or end >= len(chrom)`` also drops a context ending exactly at
+the last base) or padded with N (``edge_policy: pad``; then read it with :func:`fetch_context`);
 a REF that disagrees with the genome is skipped, flagged or an error (``ref_mismatch``), and a
 high mismatch rate stops the run because it almost always means the wrong genome build.
 """
@@ -160,7 +161,8 @@ def build_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, sour
 
     Every input row lands in exactly one of ``windows`` and ``skipped``. Skipped: unknown contig,
     POS beyond the contig, REF not matching the genome (``ref_mismatch: skip``), a context running
-    off a chromosome end (``edge_policy: drop``), and contexts whose genomic bases are at least
+    off a chromosome end or ending exactly at its last base (``edge_policy: drop``; the benchmark's
+    ``end >= len(chrom)``), and contexts whose genomic bases are at least
     ``max_n_fraction`` N (padding is not counted: it is recorded in ``pad_left``/``pad_right``).
     """
     kept: dict[str, list] = {c: [] for c in WINDOW_COLUMNS}
@@ -211,6 +213,12 @@ def build_windows(variants: pd.DataFrame, genome: Genome, spec: WindowSpec, sour
         pad_left, pad_right = lo - start, end - hi
         if (pad_left or pad_right) and spec.edge_policy == "drop":
             skipped.append((*record, f"{spec.context_length} bp context runs off the end of {contig} (length {length})"))
+            continue
+        if end == length and spec.edge_policy == "drop":
+            # The benchmark's test is `end >= len(chrom)`: a context ending exactly at the last base is
+            # dropped too (conservative by one base); reproduced so that the kept variants match.
+            skipped.append((*record, f"{spec.context_length} bp context ends at the last base of {contig} (length {length}); "
+                                     "the benchmark drops end >= chromosome length"))
             continue
         n_fraction = genomic.count("N") / len(genomic)
         if n_fraction >= spec.max_n_fraction and spec.max_n_fraction < 1.0:

@@ -1,14 +1,18 @@
-"""Zero-shot variant scores (no training): the MLM log-likelihood ratio and embedding distances.
+"""Zero-shot variant scores (no training): the LM log-likelihood ratio and embedding distances.
 
-**LLR.** For a variant with ref context x (L tokens, the SNP at index i = L/2) and logits
-z = ``model.mlm_logits(x)[i]``, the forward LLR is ``log p(alt) - log p(ref)`` with p = softmax(z) over
-the model's whole vocabulary, which equals ``z[alt] - z[ref]``. Only the ref context goes through
-the model (one pass per strand); the alt sequence is not needed for this definition. The RC LLR is the same on the
-reverse complement rc(x) at the mirrored index L-1-i with complemented alleles. ``llr`` is their
-mean. For Caduceus-PS the RC-equivariant head makes the two equal up to float rounding
+**LLR** (``ModelFamily.snp_llr``, ``caduceus_vep.model.registry``). For a variant with ref context
+x (the SNP at string index L/2, its token t found by the paper script's rule) the forward LLR is
+``log p(alt) - log p(ref)`` with p the model's distribution over its whole vocabulary for token t
+given x: for MLMs (Caduceus, NT-v2) the LM head's softmax at t (for NT-v2 the ref and alt tokens are
+the SNP's 6-mer with REF and with ALT); for the causal HyenaDNA the next-token distribution from
+token t-1. Only the ref context goes through the model (one pass per strand). The RC LLR is the same
+on the reverse complement rc(x) (the SNP's token found again there; complemented alleles). ``llr``
+is their mean. For Caduceus-PS the RC-equivariant head makes the two equal up to float rounding
 (``tests/test_zero_shot.py`` checks it), so its RC pass is skipped (llr_rc := llr_fwd), halving
 the cost. Two flavours are computed for every variant: ``llr`` on the unmasked ref sequence, and
-``llr_masked`` with the SNP token replaced by [MASK] first (the GPN / TraitGym convention).
+``llr_masked`` with the SNP token replaced by the mask token first (the GPN / TraitGym
+convention; for a causal LM it equals ``llr``, the SNP never conditioning its own prediction).
+Families without an LM head (Enformer) get NaN LLRs and only the distances.
 
 **Distances.** From the embeddings parquet, with RC-averaged pooled vectors
 r = (ref_fwd + ref_rc) / 2 and a = (alt_fwd + alt_rc) / 2: ``l2`` = ||a - r||_2 and
@@ -46,52 +50,42 @@ ZERO_SHOT_SCORES = {"zero_shot_llr": ("llr", -1.0), "zero_shot_llr_masked": ("ll
 AUROC_COLUMNS = ["model", "protocol", "bucket", *METRIC_COLUMNS, "n_test", "n_test_pos", "note"]
 
 
-def snp_llr(model: torch.nn.Module, ids: torch.Tensor, snp_index: int, ref_ids: torch.Tensor, alt_ids: torch.Tensor,
-            mask_snp: bool = False, rc_pass: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and RC log-likelihood ratios [B] for ref contexts ``ids`` [B, L] (see module docstring).
-
-    ``rc_pass=False`` returns the forward LLR twice (valid for RC-equivariant models only).
-    """
-    from caduceus_vep.model import VOCAB, reverse_complement_ids
-    from caduceus_vep.model.tokenizer import COMPLEMENT_MAP
-
-    ids = ids.clone()
-    if mask_snp:
-        ids[:, snp_index] = VOCAB["[MASK]"]
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    comp = torch.as_tensor(COMPLEMENT_MAP, device=ids.device)
-    fwd = torch.log_softmax(model.mlm_logits(ids)[:, snp_index].float(), dim=-1)
-    llr_fwd = fwd[rows, alt_ids] - fwd[rows, ref_ids]
-    if not rc_pass:
-        return llr_fwd, llr_fwd.clone()
-    mirrored = ids.shape[1] - 1 - snp_index
-    rc = torch.log_softmax(model.mlm_logits(reverse_complement_ids(ids))[:, mirrored].float(), dim=-1)
-    llr_rc = rc[rows, comp[alt_ids]] - rc[rows, comp[ref_ids]]
-    return llr_fwd, llr_rc
-
-
-def llr_scores(windows: pd.DataFrame, genome: Genome, model: torch.nn.Module, *, batch_size: int, autocast_dtype: str,
-               rc_pass: bool | None = None, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+def llr_scores(windows: pd.DataFrame, genome: Genome, model, *, batch_size: int, autocast_dtype: str,
+               rc_pass: bool | None = None, progress: Callable[[int], None] | None = None,
+               context_length: int | None = None) -> pd.DataFrame:
     """variant_id, llr_fwd, llr_rc, llr (unmasked) and llr_masked for every row of a windows table.
 
-    ``rc_pass=None``: skip the RC pass for RC-equivariant (PS) models, run it otherwise.
+    ``model`` is a loaded model of any family (``caduceus_vep.model.registry``; a bare module is
+    wrapped with its family); its ``ModelFamily.snp_llr`` does the model-specific part. A family
+    without a zero-shot head (``zero_shot is None``) gets NaN LLRs. ``rc_pass=None``: as the family
+    says (skipped for RC-equivariant heads, i.e. Caduceus-PS). ``context_length``: the model's own
+    context, cut around the SNP (default: the windows').
     """
-    from caduceus_vep.model import VOCAB, tokenize
+    from caduceus_vep.embed import centred_rows
+    from caduceus_vep.model.registry import as_loaded
 
-    device = next(model.parameters()).device
+    loaded = as_loaded(model)
+    family, module = loaded.family, loaded.module
+    if family.zero_shot is None:
+        nan = np.full(len(windows), np.nan)
+        if progress is not None:
+            progress(len(windows))
+        return pd.DataFrame({"variant_id": windows["variant_id"].to_numpy(), "llr_fwd": nan, "llr_rc": nan, "llr": nan,
+                             "llr_masked": nan})
+    device = next(module.parameters()).device
     if rc_pass is None:
-        rc_pass = not getattr(model, "is_rcps", False)
+        rc_pass = family.llr_rc_pass(module)
+    rows = centred_rows(windows, context_length)
     parts = []
-    for start in range(0, len(windows), batch_size):
-        batch = windows.iloc[start:start + batch_size]
+    for start in range(0, len(rows), batch_size):
+        batch = rows.iloc[start:start + batch_size]
         refs = [fetch_context(genome, r) for r in batch.itertuples()]
-        snp_index = (int(batch.context_end.iloc[0]) - int(batch.context_start.iloc[0])) // 2
-        ids = tokenize(refs).to(device)
-        ref_ids = torch.tensor([VOCAB[b] for b in batch.ref], device=device)
-        alt_ids = torch.tensor([VOCAB[b] for b in batch.alt], device=device)
         with torch.inference_mode(), autocast_context(device, autocast_dtype):
-            f, r = snp_llr(model, ids, snp_index, ref_ids, alt_ids, False, rc_pass)
-            mf, mr = snp_llr(model, ids, snp_index, ref_ids, alt_ids, True, rc_pass)
+            f, r = family.snp_llr(module, refs, list(batch.ref), list(batch.alt), masked=False, rc_pass=rc_pass)
+            if family.zero_shot == "causal_lm":  # the SNP's own token never conditions its prediction
+                mf, mr = f, r
+            else:
+                mf, mr = family.snp_llr(module, refs, list(batch.ref), list(batch.alt), masked=True, rc_pass=rc_pass)
         parts.append(torch.stack([f, r, mf, mr], dim=1).float().cpu().numpy())
         if progress is not None:
             progress(len(batch))
@@ -118,27 +112,31 @@ def score_variants(windows_path: str | os.PathLike[str], fasta: str | os.PathLik
     ``model_spec['path']`` is a local checkpoint folder (the fetch_model rule's record) or a Hub id;
     the model is loaded once. Progress goes to the log at most every 15 s.
     """
-    from caduceus_vep.model import load_caduceus
+    from caduceus_vep.model.registry import load_model
     from caduceus_vep.shards import progress_bar
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # same reason as in the embedding driver: denormals are slow on x86
     device = resolve_device(settings["device"])
     windows = pd.read_parquet(windows_path)
-    model = load_caduceus(model_spec["path"], revision=model_spec.get("revision"), device=str(device))
+    context_length = model_spec.get("context_length")
+    loaded = load_model(model_spec, device=str(device), context_length=context_length)
     started = time.perf_counter()
     bar = progress_bar(len(windows), f"{model_spec['name']} zero-shot")
     with Genome(fasta) as genome:
-        llr = llr_scores(windows, genome, model, batch_size=int(settings["batch_size"]),
-                         autocast_dtype=settings["autocast_dtype"], progress=bar.update)
+        llr = llr_scores(windows, genome, loaded, batch_size=int(model_spec.get("batch_size") or settings["batch_size"]),
+                         autocast_dtype=settings["autocast_dtype"], progress=bar.update, context_length=context_length)
     bar.close()
     seconds = time.perf_counter() - started
     ids, matrices, _ = read_embeddings(embeddings_path)
     distances = embedding_distances(ids["variant_id"].astype(str), matrices)
     # astype(str): an empty dataset's id columns would otherwise be float and refuse to merge.
     scores = llr.astype({"variant_id": str}).merge(distances.astype({"variant_id": str}), on="variant_id", how="left")
-    summary = {"model": {"name": model_spec["name"], **getattr(model, "provenance", {})}, "device": str(device),
-               "n_variants": len(windows), "llr_seconds": round(seconds, 3), "rc_pass": not getattr(model, "is_rcps", False)}
+    family = loaded.family
+    summary = {"model": {"name": model_spec["name"], **loaded.provenance}, "device": str(device),
+               "architecture": family.name, "zero_shot": family.zero_shot, "context_length": context_length,
+               "n_variants": len(windows), "llr_seconds": round(seconds, 3),
+               "rc_pass": bool(family.zero_shot) and family.llr_rc_pass(loaded.module)}
     return scores[SCORE_COLUMNS], summary
 
 
@@ -154,9 +152,12 @@ def zero_shot_auroc(rows: pd.DataFrame, scores: pd.DataFrame, *, model: str, buc
     for protocol, (column, sign) in ZERO_SHOT_SCORES.items():
         for bucket in buckets:
             part = test[bucket.mask(test["distance_to_nearest_TSS"]).to_numpy()]
+            no_score = bool(len(part)) and part[column].isna().all()  # e.g. the LLR of a model without an LM head
+            part = part[part[column].notna()]
             y = part["label"].to_numpy().astype(np.int64)
             metrics = bootstrap_metrics(y, sign * part[column].to_numpy(), n_resamples=bootstrap, seed=seed)
-            note = "" if len(np.unique(y)) == 2 else "test bucket has one class or no rows; AUROC undefined"
+            note = ("the model has no zero-shot head for this score" if no_score else
+                    "" if len(np.unique(y)) == 2 else "test bucket has one class or no rows; AUROC undefined")
             records.append({"model": model, "protocol": protocol, "bucket": bucket.name, **metrics,
                             "n_test": len(y), "n_test_pos": int(y.sum()), "note": note})
     return pd.DataFrame(records, columns=AUROC_COLUMNS)

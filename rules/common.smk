@@ -1,5 +1,6 @@
 # Shared names: the run's output folder, the datasets and models, and the paths every rule agrees on.
 # Each variant set is a dataset ({dataset} wildcard, as in TraitGym): results/<run_name>/<dataset>/.
+from caduceus_vep.modelspec import resolve_model_entries, run_context_length
 from caduceus_vep.settings import check_config
 from caduceus_vep.variants import EQTL_COLUMNS
 
@@ -10,7 +11,10 @@ OUT = f"results/{RUN}"
 DS = f"{OUT}/{{dataset}}"
 LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
-MODELS = {m["name"]: m for m in config["models"]}
+# Each model's context_length defaults to windows.context_length; the windows stage uses the largest
+# (RUN_CONTEXT), so every model scores the same variants; each embed job cuts its own centred slice.
+MODELS = {m["name"]: m for m in resolve_model_entries(config)}
+RUN_CONTEXT = run_context_length(config)
 DATASETS = config["datasets"]
 EVALUATED = [name for name, d in DATASETS.items() if d["evaluate"]]
 ZERO_SHOT = config["zero_shot"]["enabled"]

@@ -1,4 +1,12 @@
 # Classifiers on a labelled dataset (evaluate: true): the paper's SVM protocol per TSS-distance bucket.
+# One job per model computes its own result row and its `evaluate.extra_rows` (e.g. "Caduceus w/o
+# Equiv." from the Ph features), all from the model's one feature file.
+from caduceus_vep.evaluate import table_rows
+
+# Checked when the workflow is planned: extra rows name configured models, row names are unique.
+TABLE_ROWS = table_rows(config["models"], config["evaluate"]["extra_rows"])
+
+
 rule evaluate:
     input:
         variants=rules.variants.output.variants,

@@ -82,6 +82,11 @@ rule report:
             caption="../report/roc_sound.rst",
             category="Figures",
         ),
+        fig4_tsv=report(
+            f"{DS}/tables/vep_fig4.tsv",
+            caption="../report/fig4.rst",
+            category="Tables",
+        ),
     log:
         f"{LOGS}/{{dataset}}/report.log",
     benchmark:

@@ -16,7 +16,8 @@ rule windows:
     conda:
         ENV
     params:
-        spec=config["windows"],
+        # The largest model context of the run (models[].context_length, default windows.context_length).
+        spec={**config["windows"], "context_length": RUN_CONTEXT},
         source=dataset_source,
     script:
         "../workflow_scripts/windows.py"

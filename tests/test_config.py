@@ -22,8 +22,15 @@ def test_shipped_configs_validate(name):
 def test_paper_config_is_the_paper_protocol():
     config = load("paper.yaml")
     assert config["windows"] == {"context_length": 131072, "pooling_window": 1536, "max_n_fraction": 0.005}
-    assert {m["rc_rule"] for m in config["models"]} == {"ps", "ph"}
-    assert all("131k_d_model-256_n_layer-16" in m["path"] for m in config["models"])
+    models = {m["name"]: m for m in config["models"]}
+    assert {n: m["rc_rule"] for n, m in models.items() if n.startswith("caduceus")} == {"caduceus_ps": "ps", "caduceus_ph": "ph"}
+    assert all("131k_d_model-256_n_layer-16" in m["path"] for n, m in models.items() if n.startswith("caduceus"))
+    # The paper's baselines with their contexts, forward features only.
+    assert models["hyenadna"]["path"] == "LongSafari/hyenadna-medium-160k-seqlen-hf"
+    assert models["ntv2"]["path"] == "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"
+    assert models["enformer"]["path"] == "EleutherAI/enformer-official-rough"
+    assert [models[n]["context_length"] for n in ("hyenadna", "ntv2", "enformer")] == [131072, 12288, 196608]
+    assert {models[n]["rc_rule"] for n in ("hyenadna", "ntv2", "enformer")} == {"forward"}
     assert config["evaluate"]["train_subsample"] == 5000
     assert "variant_effect_causal_eqtl/All_Tissues.csv" in config["datasets"]["eqtl"]["url"]
     assert config["datasets"]["eqtl"]["evaluate"] is True

@@ -29,8 +29,10 @@ def test_features_shapes_batches_and_alt_differs(small_genome, model):
     spec = WindowSpec(context_length=64, pooling_window=16)
     windows = windows_for(fasta, seqs, spec, [500, 900, 1_300])
     with Genome(fasta) as genome, torch.inference_mode():
-        one = embed_windows(windows, genome, model, EmbedSettings(batch_size=1))
-        three = embed_windows(windows, genome, model, EmbedSettings(batch_size=3))
+        one = embed_windows(windows, genome, model, EmbedSettings(cpu_batch_size=1))
+        calls: list[int] = []
+        three = embed_windows(windows, genome, model, EmbedSettings(batch_size=1, cpu_batch_size=2), progress=calls.append)
+    assert calls == [2, 1]  # on the CPU the CPU batch size counts, not the GPU's batch_size
     d = model.config.d_model
     for column in ("ref_fwd", "alt_fwd", "ref_rc", "alt_rc"):
         a, b = np.stack(one[column]), np.stack(three[column])
@@ -82,6 +84,13 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CUDA"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_batch_size_is_chosen_per_device():
+    settings = EmbedSettings(batch_size=16, cpu_batch_size=2)
+    assert settings.batch_for(torch.device("cpu")) == 2 and settings.batch_for(torch.device("cuda", 1)) == 16
+    with pytest.raises(ValueError):
+        EmbedSettings(cpu_batch_size=0)
 
 
 def test_settings_validation():

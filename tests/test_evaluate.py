@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,7 +87,7 @@ def test_rc_rules_use_the_right_features():
     assert ps < fwd and ph < fwd + 1e-9
 
 
-def test_subsample_is_seeded_and_capped():
+def test_subsample_is_seeded_and_a_small_bucket_is_drawn_with_replacement():
     rows, ids, m = synthetic(n_variants=150, signal_in="both")
     a = run(rows, ids, m, seeds=(1, 2), subsample=30)
     b = run(rows, ids, m, seeds=(1, 2), subsample=30)
@@ -93,8 +95,9 @@ def test_subsample_is_seeded_and_capped():
     assert set(a.loc[a.bucket != "30-100kb", "n_train"]) == {30}
     empty = a[a.bucket == "30-100kb"]
     assert empty["auroc"].isna().all() and (empty["note"] == "no training rows in this bucket").all()
-    capped = run(rows, ids, m, seeds=(1,), subsample=10_000)
-    assert capped.loc[capped.bucket == "0-30kb", "n_train"].iloc[0] == 50  # all 50 training rows of the bucket
+    # The bucket has 50 training rows: 10,000 are drawn with replacement (the notebook), not the 50 once each.
+    big = run(rows, ids, m, seeds=(1,), subsample=10_000)
+    assert big.loc[big.bucket == "0-30kb", "n_train"].iloc[0] == 10_000
 
 
 def test_missing_features_and_one_class_buckets():
@@ -119,7 +122,8 @@ def test_summarise_hand_worked_example():
     row = ev.summarise(per_seed).iloc[0]
     assert row["C"] == 5
     assert row["auroc_mean"] == pytest.approx(0.68)
-    assert row["auroc_sd"] == pytest.approx(0.02)  # numpy std, ddof=0
+    # Sample sd (ddof=1, seaborn's errorbar="sd"): sqrt(((0.70-0.68)^2 + (0.66-0.68)^2) / (2-1)) = 0.02*sqrt(2).
+    assert row["auroc_sd"] == pytest.approx(math.sqrt(0.02**2 + 0.02**2))
     assert row["n_seeds"] == 2
 
 
@@ -156,3 +160,138 @@ def test_sound_buckets_are_half_open():
     assert masks["30-100kb"] == [False, False, True, True, False]
     assert masks[">100kb"] == [False, False, False, False, True]
     assert (sum(pd.DataFrame(masks).sum(axis=1)) == len(distance))
+
+
+# --- the notebook's exact protocol: draws, sd, tissue encoder, NaN rows (hand-worked) ----------
+
+
+def notebook_draw(n, k, seed):
+    """The notebook's two calls, written out: seed numpy's global RNG, then np.random.choice."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        return np.random.choice(n, k, replace=k > n)
+    finally:
+        np.random.set_state(state)
+
+
+def test_sample_sd_over_seeds_hand_worked():
+    # Three seeds 0.6, 0.7, 0.8: mean 0.7, squared deviations 0.01 + 0 + 0.01 = 0.02, / (3-1) -> sd 0.1
+    # (numpy's default ddof=0 would give sqrt(0.02/3) = 0.0816). One seed: no sample sd (NaN).
+    per_seed = pd.DataFrame({"model": "m", "protocol": "paper", "bucket": ["b"] * 3 + ["one"], "C": 1.0,
+                             "seed": [1, 2, 3, 1], "auroc": [0.6, 0.7, 0.8, 0.65], "n_train": 10, "n_train_pos": 5,
+                             "n_test": 8, "n_test_pos": 4, "note": ""})
+    out = ev.summarise(per_seed).set_index("bucket")
+    assert out.loc["b", "auroc_mean"] == pytest.approx(0.7)
+    assert out.loc["b", "auroc_sd"] == pytest.approx(0.1)
+    assert out.loc["one", "auroc_mean"] == pytest.approx(0.65) and math.isnan(out.loc["one", "auroc_sd"])
+
+
+@pytest.mark.parametrize(("n", "k"), [(4, 10), (7, 3), (5_000, 5_000), (12_000, 5_000), (3, 5_000)])
+def test_training_draw_equals_the_notebooks_numpy_calls(n, k):
+    for seed in (1, 2, 3, 4, 5):
+        assert ev.paper_train_draw(n, k, seed).tolist() == notebook_draw(n, k, seed).tolist()
+    state = np.random.get_state()[1].copy()
+    ev.paper_train_draw(n, k, 1)
+    assert (np.random.get_state()[1] == state).all()  # numpy's global RNG is left alone
+
+
+def test_small_bucket_draw_has_duplicates_and_differs_between_seeds():
+    draws = {seed: ev.paper_train_draw(4, 10, seed).tolist() for seed in (1, 2)}
+    for draw in draws.values():
+        assert len(draw) == 10 and len(set(draw)) <= 4  # 10 draws from 4 rows: duplicates
+    assert draws[1] != draws[2]
+    assert ev.paper_train_draw(0, 10, 1).tolist() == []
+
+
+def capture_jobs(monkeypatch):
+    """Replace the per-(bucket, seed) SVM job by a recorder of its inputs (AUROC 0.5)."""
+    calls = []
+
+    def fake(features_train, features_test, train_index, train_codes, y_train, X_test, y_test, c_grid):
+        calls.append({"train_index": train_index.tolist(), "train_codes": train_codes.tolist(), "y_train": y_train.tolist(),
+                      "X_test": X_test.tolist(), "y_test": y_test.tolist(),
+                      "X_train": np.column_stack([features_train[train_index], train_codes]).tolist()})
+        return [0.5] * len(c_grid)
+
+    monkeypatch.setattr(ev, "_seed_aurocs", fake)
+    return calls
+
+
+def tiny_table():
+    """Six variants, one feature each (ref_fwd = variant number, alt 0, RC = 10 x forward).
+
+    Rows (table order): train v0 (Liver, 0), v1 (Adipose, 1), v2 (Whole_Blood, 0), v3 (Liver, 1);
+    test v4 (Whole_Blood, 1), v5 (Liver, 0). All in the first bucket.
+    """
+    ref = np.arange(6, dtype=float)[:, None]
+    m = {"ref_fwd": ref, "alt_fwd": np.zeros_like(ref), "ref_rc": 10 * ref, "alt_rc": np.zeros_like(ref)}
+    ids = pd.Series([f"v{i}" for i in range(6)])
+    rows = pd.DataFrame({"variant_id": ids, "label": [0, 1, 0, 1, 1, 0], "split": ["train"] * 4 + ["test"] * 2,
+                         "tissue": ["Liver", "Adipose", "Whole_Blood", "Liver", "Whole_Blood", "Liver"],
+                         "distance_to_nearest_TSS": 1_000})
+    return rows, ids, m
+
+
+def test_paper_protocol_trains_on_the_notebooks_draw_with_test_fitted_tissue_codes(monkeypatch):
+    calls = capture_jobs(monkeypatch)
+    rows, ids, m = tiny_table()
+    per_seed = ev.paper_protocol(rows, ids, m, model="toy", rc_rule="ph", seeds=[1, 2], c_grid=[1.0],
+                                 train_subsample=12, buckets=ev.PAPER_BUCKETS[:1])
+    # LabelEncoder fitted on the test split's tissues {Liver, Whole_Blood}: Liver 0, Whole_Blood 1.
+    # The Adipose training row (v1) has no code and is dropped: training rows left v0, v2, v3 (codes 0, 1, 0).
+    train_ids, train_codes, train_labels = [0, 2, 3], [0.0, 1.0, 0.0], [0, 0, 1]
+    assert len(calls) == 2
+    for seed, call in zip([1, 2], calls):
+        draw = notebook_draw(3, 12, seed)  # 12 > 3 training rows: drawn with replacement (both classes drawn)
+        assert call["train_index"] == [train_ids[j] for j in draw]
+        assert call["train_codes"] == [train_codes[j] for j in draw]
+        assert call["y_train"] == [train_labels[j] for j in draw]
+        # Ph: forward features for training (ref = variant number), forward/RC average at test ((x + 10x) / 2).
+        assert call["X_train"] == [[float(train_ids[j]), 0.0, train_codes[j]] for j in draw]
+        assert call["X_test"] == [[5.5 * 4, 0.0, 1.0], [5.5 * 5, 0.0, 0.0]]
+        assert call["y_test"] == [1, 0]
+    assert calls[0]["train_index"] != calls[1]["train_index"]
+    assert set(per_seed["n_train"]) == {12}
+    assert per_seed["n_train_pos"].tolist() == [sum(train_labels[j] for j in notebook_draw(3, 12, s)) for s in (1, 2)]
+    assert (per_seed["note"] == "1 training row(s) of tissues absent from the test split dropped").all()
+
+
+def test_rows_with_nan_features_are_dropped_before_bucketing(monkeypatch):
+    calls = capture_jobs(monkeypatch)
+    rows, ids, m = tiny_table()
+    rows["tissue"] = "Liver"
+    m["ref_rc"] = m["ref_rc"].copy()
+    m["ref_rc"][3, 0] = np.nan  # v3 (a training row) has a NaN in its RC features only
+    per_seed = ev.paper_protocol(rows, ids, m, model="toy", rc_rule="ps", seeds=[1], c_grid=[1.0],
+                                 train_subsample=3, buckets=ev.PAPER_BUCKETS[:1])
+    # PS reads the RC features: v3 is dropped; training rows v0, v1, v2 (averaged features 5.5 x).
+    draw = notebook_draw(3, 3, 1)
+    assert calls[0]["train_index"] == [[0, 1, 2][j] for j in draw]
+    assert calls[0]["X_train"] == [[5.5 * [0, 1, 2][j], 0.0, 0.0] for j in draw]
+    assert (per_seed["note"] == "1 row(s) with NaN features dropped").all()
+    # The forward rule never reads the RC features: nothing is dropped, v3 is drawn from.
+    calls.clear()
+    per_seed = ev.paper_protocol(rows, ids, m, model="toy", rc_rule="forward", seeds=[1], c_grid=[1.0],
+                                 train_subsample=4, buckets=ev.PAPER_BUCKETS[:1])
+    assert calls[0]["train_index"] == notebook_draw(4, 4, 1).tolist()
+    assert (per_seed["note"] == "").all()
+
+
+def test_tissue_codes_with_classes_from_another_split():
+    codes = ev.tissue_codes(pd.Series(["Liver", "Adipose", "Whole_Blood"]), classes=["Whole_Blood", "Liver"])
+    assert codes[0] == 0 and codes[2] == 1 and math.isnan(codes[1])
+
+
+def test_table_rows_add_the_extra_rows_of_a_model():
+    models = [{"name": "ps", "label": "Caduceus-PS", "rc_rule": "ps"}, {"name": "ph", "rc_rule": "ph"}]
+    extra = [{"name": "wo", "label": "Caduceus w/o Equiv.", "model": "ph", "rc_rule": "forward"}]
+    rows = ev.table_rows(models, extra)
+    assert [(r.name, r.label, r.model, r.rc_rule) for r in rows] == [
+        ("ps", "Caduceus-PS", "ps", "ps"), ("ph", "ph", "ph", "ph"), ("wo", "Caduceus w/o Equiv.", "ph", "forward")]
+    assert [r.name for r in ev.rows_of_model(models[1], extra)] == ["ph", "wo"]
+    assert [r.name for r in ev.rows_of_model(models[0], extra)] == ["ps"]
+    with pytest.raises(ValueError, match="not configured"):
+        ev.table_rows(models, [{**extra[0], "model": "hyena"}])
+    with pytest.raises(ValueError, match="unique"):
+        ev.table_rows(models, [{**extra[0], "name": "ps"}])

@@ -38,14 +38,26 @@ def _check(got, x, kwargs):
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture(params=["avx512", "portable"])
+ISAS = ["avx512", "avx2", "portable"]
+
+
+@pytest.fixture(params=ISAS)
 def isa(request):
-    """Both code paths of the kernel where this CPU has AVX-512, the portable one elsewhere."""
-    used = kernel.use_avx512(request.param == "avx512")
-    if request.param == "avx512" and not used:
-        pytest.skip("this CPU has no AVX-512")
-    yield request.param
-    kernel.use_avx512(True)
+    """Every code path of the kernel this CPU can run (AVX-512, AVX2+FMA, portable)."""
+    used = kernel.use_isa(request.param)
+    try:
+        if used != request.param:
+            pytest.skip(f"this CPU has no {request.param}")
+        yield request.param
+    finally:
+        kernel.use_isa("auto")
+
+
+def _available_isas():
+    try:
+        return [name for name in ISAS if kernel.use_isa(name) == name]
+    finally:
+        kernel.use_isa("auto")
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 63, 64, 65, 200, 513])
@@ -55,6 +67,73 @@ def test_kernel_matches_reference(length, extras, isa):
     kwargs = EXTRAS[extras](x)
     got = selective_scan_fused(*[x[k] for k in ("u", "delta", "A", "B", "C")], **kwargs)
     _check(got, x, kwargs)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("extras", sorted(EXTRAS))
+def test_code_paths_agree_with_each_other_and_the_reference(extras, reverse):
+    # The explicit AVX-512 / AVX2 steps against the portable one (same polynomial, same operation
+    # order: they agree to a few fp32 ulps) and all of them against the fp64 reference.
+    x = _inputs(150, seed=4)
+    kwargs = EXTRAS[extras](x)
+    args = [x[k] for k in ("u", "delta", "A", "B", "C")]
+    got = {}
+    try:
+        for name in _available_isas():
+            kernel.use_isa(name)
+            got[name] = selective_scan_fused(*args, **kwargs, reverse=reverse)
+    finally:
+        kernel.use_isa("auto")
+    fl = lambda t: t.flip(-1) if reverse and torch.is_tensor(t) and t.dim() == 3 else t  # noqa: E731
+    flipped = {k: fl(x[k]) for k in x}
+    for name, out in got.items():
+        torch.testing.assert_close(out, got["portable"], rtol=1e-6, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+        _check(fl(out), flipped, {k: fl(v) for k, v in kwargs.items()})
+
+
+def test_softplus_and_gate_on_every_path_match_torch(isa):
+    # Length 1, one state, A = 0, B = C = u = 1: y = softplus(delta), and with delta = 1, y = silu(z).
+    # Covers the explicit AVX2 softplus/silu (blends instead of branches) and the clamps of exp.
+    x = torch.linspace(-120, 120, 48_001).reshape(1, -1, 1)
+    dim = x.shape[1]
+    ones, one = torch.ones(1, dim, 1), torch.ones(1, 1, 1)
+    got = selective_scan_fused(ones, x, torch.zeros(dim, 1), one, one, delta_softplus=True)
+    torch.testing.assert_close(got.double(), torch.nn.functional.softplus(x.double()), rtol=1e-6, atol=1e-12)
+    got = selective_scan_fused(ones, ones, torch.zeros(dim, 1), one, one, z=x)
+    torch.testing.assert_close(got.double(), torch.nn.functional.silu(x.double()), rtol=1e-6, atol=1e-12)
+
+
+def test_isa_switch_and_report():
+    best = kernel.current_isa()
+    assert best in ISAS
+    expected = {"avx512": "avx512", "avx2": "avx2"}.get(best, "auto-vectorised")
+    assert kernel.ISA.startswith(expected)
+    assert kernel.use_isa("portable") == "portable" and kernel.current_isa() == "portable"
+    assert kernel.use_isa("auto") == best
+    with pytest.raises(ValueError, match="unknown ISA"):
+        kernel.use_isa("sse9")
+    assert kernel.use_avx512(False) is False and kernel.current_isa() == "portable"
+    assert kernel.use_avx512(True) is (best == "avx512") and kernel.current_isa() == best
+
+
+@pytest.mark.parametrize("value", ["portable", "auto", "bogus"])
+def test_isa_environment_variable_is_read_at_import(value):
+    import os
+    import subprocess
+    import sys
+
+    code = "from caduceus_vep.model import _scan_kernel as k; print(k.current_isa(), k.ISA, sep='|')"
+    env = {**os.environ, "CADUCEUS_VEP_SCAN_ISA": value}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if value == "bogus":
+        assert proc.returncode != 0 and "CADUCEUS_VEP_SCAN_ISA" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    name, report = proc.stdout.strip().split("|")
+    if value == "portable":
+        assert name == "portable" and report.startswith("auto-vectorised")
+    else:
+        assert name == kernel.current_isa() and report == kernel.ISA
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

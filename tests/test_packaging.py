@@ -1,8 +1,8 @@
 """The conda environment, pyproject.toml and the repository layout agree."""
 
 import re
-
 import tomllib
+
 import yaml
 from conftest import REPO
 
@@ -22,16 +22,34 @@ def test_conda_env_matches_pyproject():
     env = yaml.safe_load((REPO / "envs/caduceus-vep.yaml").read_text())
     conda_deps = {}
     for dep in env["dependencies"]:
+        if isinstance(dep, dict):  # the `pip:` subsection: PyPI names and specs as they are
+            assert set(dep) == {"pip"}, dep
+            for spec in dep["pip"]:
+                name, version = parse(spec)
+                assert name not in conda_deps, f"{name} both from conda and from pip"
+                conda_deps[name] = version
+            continue
         name, version = parse(dep)
-        if name != "python":
-            conda_deps[CONDA_TO_PYPI.get(name, name)] = version
+        if name not in ("python", "pip"):
+            name = CONDA_TO_PYPI.get(name, name)
+            assert name not in conda_deps, f"{name} listed twice"
+            conda_deps[name] = version
     assert conda_deps == pip_deps
+
+
+def test_conda_env_installs_pip_packages_with_pip():
+    env = yaml.safe_load((REPO / "envs/caduceus-vep.yaml").read_text())
+    deps = env["dependencies"]
+    pip_section = [d for d in deps if isinstance(d, dict)]
+    assert len(pip_section) <= 1
+    if pip_section:
+        assert "pip" in deps, "a `pip:` subsection needs pip among the conda packages"
 
 
 def test_python_floor_matches():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     env = yaml.safe_load((REPO / "envs/caduceus-vep.yaml").read_text())
-    python = next(d for d in env["dependencies"] if d.startswith("python"))
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     assert parse(python)[1] == pyproject["project"]["requires-python"]
 
 

@@ -62,3 +62,22 @@ def test_one_training_chromosome_is_reported():
 def test_tissue_onehot():
     onehot = sound.tissue_onehot(pd.Series(["Liver", "Blood", "Brain"]), ["Blood", "Liver"])
     assert onehot.tolist() == [[0, 1], [1, 0], [0, 0]]
+
+
+def test_sound_protocol_drops_rows_with_nan_features():
+    rows, ids, m = synthetic(n_variants=180, signal_in="both")
+    rows = with_chrom(rows)
+    m = {k: v.copy() for k, v in m.items()}
+    # Two 0-30 kb training variants (rows 2 and 4: even = 1 kb, not a multiple of 3 = train) get a NaN.
+    m["ref_rc"][2, 1] = np.nan
+    m["alt_rc"][4, 0] = np.nan
+    full = sound.sound_protocol(rows, ids, {k: np.nan_to_num(v) for k, v in m.items()}, model="toy", rc_rule="ps",
+                                settings=settings(bootstrap=0)).table.set_index("bucket")
+    result = sound.sound_protocol(rows, ids, m, model="toy", rc_rule="ps", settings=settings(bootstrap=0))
+    t = result.table.set_index("bucket")
+    assert t.loc["0-30kb", "n_train"] == full.loc["0-30kb", "n_train"] - 2
+    assert t.loc[">100kb", "n_train"] == full.loc[">100kb", "n_train"]
+    assert (t["note"].str.contains("2 row\\(s\\) with NaN features dropped")).all()
+    # The forward rule reads no RC features: nothing to drop.
+    fwd = sound.sound_protocol(rows, ids, m, model="toy", rc_rule="forward", settings=settings(bootstrap=0)).table
+    assert not fwd["note"].str.contains("NaN").any()

@@ -152,3 +152,34 @@ def test_chunked_write_equals_one_pass(small_genome, tmp_path):
     with Genome(fasta) as genome:
         empty = write_windows(rows.iloc[:0], genome, spec, tmp_path / "e.parquet")
     assert empty.n_kept == 0 and list(pd.read_parquet(tmp_path / "e.parquet").columns) == list(written.columns)
+
+
+def test_benchmark_edge_rule_drops_a_context_ending_at_the_last_base(small_genome):
+    """The benchmark drops ``start < 0 or end >= len(chrom)`` with ``end = i + L/2`` (half-open).
+
+    chr1 is 5,000 bp, L = 1,000 (L/2 = 500), i = POS - 1:
+    POS 4500 -> end 4999 < 5000: kept (its context ends one base before the last one);
+    POS 4501 -> end 5000 = len: dropped, although [4000, 5000) lies inside the chromosome;
+    POS 501 -> start 0: kept; POS 500 -> start -1: dropped.
+    """
+    fasta, seqs = small_genome
+    chr1 = seqs["chr1"]
+    assert len(chr1) == 5_000
+    rows = pd.DataFrame([{"variant_id": f"chr1:{p}", "snp": f"id{p}", "chrom": "chr1", "pos": p, "ref": chr1[p - 1],
+                          "alt": "N", "source_line": line} for line, p in enumerate([4_500, 4_501, 501, 500], start=2)])
+    spec = WindowSpec(context_length=1_000, pooling_window=200, max_n_fraction=1.0)
+    with Genome(fasta) as genome:
+        result = build_windows(rows, genome, spec, source="t")
+        padded = build_windows(rows, genome, WindowSpec(context_length=1_000, pooling_window=200, max_n_fraction=1.0,
+                                                        edge_policy="pad"), source="t")
+    kept = result.windows.set_index("pos")
+    assert sorted(kept.index) == [501, 4_500]
+    assert (kept.loc[4_500, "context_start"], kept.loc[4_500, "context_end"]) == (3_999, 4_999)
+    assert (kept.loc[501, "context_start"], kept.loc[501, "context_end"]) == (0, 1_000)
+    reasons = dict(zip(result.skipped["pos"], result.skipped["reason"]))
+    assert set(reasons) == {4_501, 500}
+    assert "ends at the last base of chr1 (length 5000)" in reasons[4_501]
+    assert "runs off" in reasons[500]
+    # edge_policy: pad is not the benchmark: the context ending at the last base needs no padding and is kept.
+    assert sorted(padded.windows["pos"]) == [500, 501, 4_500, 4_501]
+    assert padded.windows.set_index("pos").loc[4_501, "pad_right"] == 0

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from caduceus_vep import stages  # noqa: E402
+from caduceus_vep.atomic import RULE_ENV, kill_point, remove_stale_temporaries  # noqa: E402
 
 
 def _value(value):
@@ -41,4 +42,8 @@ def run(sm, stage_name: str) -> None:
         kwargs["threads"] = sm.threads
     if "require_gpu" in accepted:
         kwargs["require_gpu"] = int(sm.resources.get("gpu", 0)) > 0
+    os.environ[RULE_ENV] = sm.rule  # for the fault-injection hook (inert unless the test suite sets it)
+    for output in sm.output:  # a killed earlier attempt of this job may have left temporary files
+        remove_stale_temporaries(output)
     stages.run_logged(sm.log[0] if sm.log else None, stage, **kwargs)
+    kill_point("end")

@@ -14,8 +14,11 @@
  * W channels are the SIMD lanes, so exp, the update and the readout are all vector operations
  * without horizontal sums. Blocks run on a few POSIX threads. Only fp32; the caller uses PyTorch
  * for anything else. exp/log are short polynomial approximations (relative error ~1e-7) written
- * so that the compiler can vectorise them without -ffast-math; on x86-64 the hot function is
- * compiled for AVX-512, AVX2 and baseline, and the loader picks one at run time (target_clones).
+ * so that the compiler can vectorise them without -ffast-math. On x86-64 the recurrence has two
+ * explicit intrinsics steps, AVX-512 (step_avx512) and AVX2+FMA (step_avx2, which also has explicit
+ * softplus and silu: see softplus_avx2), chosen at import by the CPU's features
+ * (CADUCEUS_VEP_SCAN_ISA or use_isa() can force one, for tests and benchmarks); otherwise a
+ * portable block compiled for AVX-512, AVX2 and baseline runs (target_clones).
  *
  * Called from Python with integer pointers (tensor.data_ptr()) and sizes; see scan.py.
  */
@@ -23,6 +26,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
 #include <math.h>
 
 #if defined(_WIN32)
@@ -201,9 +205,134 @@ __attribute__((target("avx512f"))) static inline void step_avx512(
     }
     _mm512_storeu_ps(y, vy);
 }
+
+/* exp of 8 lanes for step_avx2: the polynomial and operation order of step_avx512. AVX2 has no
+ * vscalefps, so 2^n is built in the exponent bits, which needs n in [-126, 127]: x is clamped to
+ * [-87, 88] (the clamps of exp_approx) instead of step_avx512's -150. Below -87 the result is
+ * e^-87 ~ 1.6e-38 instead of (flushed) 0, a difference no fp32 state can see. */
+__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 ln2hi = _mm256_set1_ps(0.693145751953125f);
+    const __m256 ln2lo = _mm256_set1_ps(1.42860682030941723212e-6f);
+    const __m256 c6 = _mm256_set1_ps(1.0f / 720.0f), c5 = _mm256_set1_ps(1.0f / 120.0f);
+    const __m256 c4 = _mm256_set1_ps(1.0f / 24.0f), c3 = _mm256_set1_ps(1.0f / 6.0f);
+    const __m256 c2 = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 fn = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fn, ln2hi, x);
+    r = _mm256_fnmadd_ps(fn, ln2lo, r);
+    __m256 p = _mm256_fmadd_ps(c6, r, c5);
+    p = _mm256_fmadd_ps(p, r, c4);
+    p = _mm256_fmadd_ps(p, r, c3);
+    p = _mm256_fmadd_ps(p, r, c2);
+    p = _mm256_fmadd_ps(p, r, one);
+    p = _mm256_fmadd_ps(p, r, one);
+    /* 2^fn, exact (fn is an integer in [-126, 127]); p * 2^fn rounds like vscalefps. */
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fn), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+/* step_avx512 with AVX2+FMA intrinsics: the W = 16 lanes as two ymm halves (0-7, 8-15), the same
+ * operations in the same order. The [N][16] state does not fit in 16 ymm registers; it stays in
+ * L1 (as in step_avx512, where N is not known at compile time either). Chosen at run time on CPUs
+ * with AVX2 and FMA but no AVX-512 (most AMD EPYC / Ryzen). */
+__attribute__((target("avx2,fma"))) static inline void step_avx2(
+        float h[][W], const float At[][W], const float *dt, const float *du, float *y,
+        const float *bt, Py_ssize_t sBn, const float *ct, Py_ssize_t sCn, Py_ssize_t N) {
+    const __m256 vdt0 = _mm256_loadu_ps(dt), vdt1 = _mm256_loadu_ps(dt + 8);
+    const __m256 vdu0 = _mm256_loadu_ps(du), vdu1 = _mm256_loadu_ps(du + 8);
+    __m256 vy0 = _mm256_loadu_ps(y), vy1 = _mm256_loadu_ps(y + 8);
+    for (Py_ssize_t n = 0; n < N; n++) {
+        const __m256 bn = _mm256_set1_ps(bt[n * sBn]), cn = _mm256_set1_ps(ct[n * sCn]);
+        __m256 e0 = exp_avx2(_mm256_mul_ps(vdt0, _mm256_loadu_ps(At[n])));
+        __m256 e1 = exp_avx2(_mm256_mul_ps(vdt1, _mm256_loadu_ps(At[n] + 8)));
+        __m256 hn0 = _mm256_fmadd_ps(e0, _mm256_loadu_ps(h[n]), _mm256_mul_ps(vdu0, bn));
+        __m256 hn1 = _mm256_fmadd_ps(e1, _mm256_loadu_ps(h[n] + 8), _mm256_mul_ps(vdu1, bn));
+        _mm256_storeu_ps(h[n], hn0);
+        _mm256_storeu_ps(h[n] + 8, hn1);
+        vy0 = _mm256_fmadd_ps(cn, hn0, vy0);
+        vy1 = _mm256_fmadd_ps(cn, hn1, vy1);
+    }
+    _mm256_storeu_ps(y, vy0);
+    _mm256_storeu_ps(y + 8, vy1);
+}
+
+/* exp_approx, log_1_2 and softplus_approx on 8 lanes: the same operations in the same order
+ * (selects as blends). Needed because without AVX-512's masks the compiler cannot vectorise
+ * their conditional divisions (it may not execute a division the C code skips), and the scalar
+ * softplus and silu gate then cost ~3x the recurrence itself. */
+__attribute__((target("avx2,fma"))) static inline __m256 exp_approx_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f)); /* x > -87 ? x : -87 */
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));  /* x < 88 ? x : 88 */
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    __m256 fn = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic), magic);
+    __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(1.42860682030941723212e-6f), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 720.0f), r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fn), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 log_1_2_avx2(__m256 v) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 big = _mm256_cmp_ps(v, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+    const __m256 e = _mm256_and_ps(big, one);
+    const __m256 m = _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.5f)), big);
+    const __m256 s = _mm256_div_ps(_mm256_sub_ps(m, one), _mm256_add_ps(m, one));
+    const __m256 s2 = _mm256_mul_ps(s, s);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 9.0f), s2, _mm256_set1_ps(1.0f / 7.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 5.0f));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 3.0f));
+    p = _mm256_fmadd_ps(p, s2, one);
+    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693147180559945309f),
+                           _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(2.0f), s), p));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 softplus_avx2(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    const __m256 y = exp_approx_avx2(_mm256_sub_ps(zero, ax));
+    const __m256 v = _mm256_add_ps(one, y);
+    const __m256 vm1 = _mm256_sub_ps(v, one);
+    const __m256 exact = _mm256_cmp_ps(vm1, zero, _CMP_EQ_OQ);
+    const __m256 l = _mm256_mul_ps(log_1_2_avx2(v), _mm256_div_ps(y, _mm256_blendv_ps(vm1, one, exact)));
+    const __m256 sp = _mm256_add_ps(_mm256_max_ps(x, zero), _mm256_blendv_ps(l, y, exact));
+    return _mm256_blendv_ps(sp, x, _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ));
+}
+
+/* The per-tile softplus and silu(z) gate of DEFINE_SCAN_BLOCK for scan_block_avx2. */
+#define SOFTPLUS_TILE_AVX2(tile, tl) \
+    for (int t = 0; t < (tl); t++) \
+        for (int k = 0; k < W; k += 8) \
+            _mm256_storeu_ps(&tile[t][k], softplus_avx2(_mm256_loadu_ps(&tile[t][k])))
+#define GATE_TILE_AVX2(y_tile, z_tile, tl) \
+    for (int t = 0; t < (tl); t++) \
+        for (int k = 0; k < W; k += 8) { \
+            const __m256 zv = _mm256_loadu_ps(&z_tile[t][k]); \
+            const __m256 g = _mm256_div_ps(zv, _mm256_add_ps(_mm256_set1_ps(1.0f), \
+                                           exp_approx_avx2(_mm256_sub_ps(_mm256_setzero_ps(), zv)))); \
+            _mm256_storeu_ps(&y_tile[t][k], _mm256_mul_ps(_mm256_loadu_ps(&y_tile[t][k]), g)); \
+        }
 #endif
 
-#define DEFINE_SCAN_BLOCK(NAME, ATTR, STEP) \
+/* The same two loops for the compiler to vectorise (the portable and AVX-512 paths). */
+#define SOFTPLUS_TILE_AUTO(tile, tl) \
+    for (int t = 0; t < (tl); t++) \
+        for (int k = 0; k < W; k++) \
+            tile[t][k] = softplus_approx(tile[t][k])
+#define GATE_TILE_AUTO(y_tile, z_tile, tl) \
+    for (int t = 0; t < (tl); t++) \
+        for (int k = 0; k < W; k++) { \
+            float zv = z_tile[t][k]; \
+            y_tile[t][k] *= zv / (1.0f + exp_approx(-zv)); \
+        }
+
+#define DEFINE_SCAN_BLOCK(NAME, ATTR, STEP, SOFTPLUS_TILE, GATE_TILE) \
 ATTR static void NAME(const ScanArgs *a, Py_ssize_t b, Py_ssize_t d0) { \
     const Py_ssize_t N = a->nstate, L = a->length; \
     const Py_ssize_t w = a->dim - d0 < W ? a->dim - d0 : W; \
@@ -234,10 +363,7 @@ ATTR static void NAME(const ScanArgs *a, Py_ssize_t b, Py_ssize_t d0) { \
         for (int t = 0; t < tl; t++) \
             for (int k = 0; k < W; k++) dt_tile[t][k] += bias[k]; \
         if (z) load_tile(z_tile, z + t0 * a->sz_t, a->sz_t, a->sz_d, tl, (int)w); \
-        if (a->softplus) \
-            for (int t = 0; t < tl; t++) \
-                for (int k = 0; k < W; k++) \
-                    dt_tile[t][k] = softplus_approx(dt_tile[t][k]); \
+        if (a->softplus) SOFTPLUS_TILE(dt_tile, tl); \
         /* The recurrence: state [N][W] stays in registers / L1. */ \
         const Py_ssize_t tn_ = L - (t0 + T); \
         const int tn = tn_ <= 0 ? 0 : (int)(tn_ < T ? tn_ : T); /* positions in the next tile */ \
@@ -259,26 +385,43 @@ ATTR static void NAME(const ScanArgs *a, Py_ssize_t b, Py_ssize_t d0) { \
             for (int k = 0; k < W; k++) y_tile[t][k] = y[k]; \
         } \
         /* Gate with silu(z) (vectorised over the block), then scatter. */ \
-        if (z) \
-            for (int t = 0; t < tl; t++) \
-                for (int k = 0; k < W; k++) { \
-                    float zv = z_tile[t][k]; \
-                    y_tile[t][k] *= zv / (1.0f + exp_approx(-zv)); \
-                } \
+        if (z) GATE_TILE(y_tile, z_tile, tl); \
         store_tile(out + t0 * a->so_t, y_tile, a->so_t, a->so_d, tl, (int)w); \
     } \
 }
 
-DEFINE_SCAN_BLOCK(scan_block_generic, SCAN_CLONES, step_generic)
+DEFINE_SCAN_BLOCK(scan_block_generic, SCAN_CLONES, step_generic, SOFTPLUS_TILE_AUTO, GATE_TILE_AUTO)
 #ifdef SCAN_X86
-DEFINE_SCAN_BLOCK(scan_block_avx512, __attribute__((target("avx512f"))), step_avx512)
-static int cpu_has_avx512 = -1; /* set at module import */
+DEFINE_SCAN_BLOCK(scan_block_avx512, __attribute__((target("avx512f"))), step_avx512, SOFTPLUS_TILE_AUTO, GATE_TILE_AUTO)
+DEFINE_SCAN_BLOCK(scan_block_avx2, __attribute__((target("avx2,fma"))), step_avx2, SOFTPLUS_TILE_AVX2, GATE_TILE_AVX2)
 #endif
+
+/* The code path in use: set at module import (the best the CPU has, or CADUCEUS_VEP_SCAN_ISA),
+ * changed only by use_isa()/use_avx512() (tests, benchmarks). */
+enum { ISA_PORTABLE = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+static int scan_isa = ISA_PORTABLE;
+static const char *const isa_names[] = {"portable", "avx2", "avx512"};
+
+static int isa_supported(int isa) {
+#ifdef SCAN_X86
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return isa == ISA_PORTABLE;
+}
+
+static int best_isa(void) {
+    return isa_supported(ISA_AVX512) ? ISA_AVX512 : isa_supported(ISA_AVX2) ? ISA_AVX2 : ISA_PORTABLE;
+}
 
 static void scan_block(const ScanArgs *a, Py_ssize_t b, Py_ssize_t d0) {
 #ifdef SCAN_X86
-    if (cpu_has_avx512 > 0) {
+    if (scan_isa == ISA_AVX512) {
         scan_block_avx512(a, b, d0);
+        return;
+    }
+    if (scan_isa == ISA_AVX2) {
+        scan_block_avx2(a, b, d0);
         return;
     }
 #endif
@@ -368,23 +511,51 @@ static PyObject *py_scan_f32(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* For tests: use_avx512(flag) turns the AVX-512 path off (0) or back on where the CPU has it;
- * returns whether it is now used. */
+/* For tests: use_avx512(flag) switches to the portable path (0) or back to the best path the CPU
+ * has (1); returns whether the AVX-512 path is now used. */
 static PyObject *py_use_avx512(PyObject *self, PyObject *args) {
     int flag;
     if (!PyArg_ParseTuple(args, "p", &flag)) return NULL;
-#ifdef SCAN_X86
-    cpu_has_avx512 = flag && __builtin_cpu_supports("avx512f");
-    return PyBool_FromLong(cpu_has_avx512);
-#else
-    (void)flag;
-    Py_RETURN_FALSE;
-#endif
+    scan_isa = flag ? best_isa() : ISA_PORTABLE;
+    return PyBool_FromLong(scan_isa == ISA_AVX512);
+}
+
+/* "auto" -> the best the CPU has; otherwise the index of the name, or -1. */
+static int parse_isa(const char *name) {
+    if (strcmp(name, "auto") == 0) return best_isa();
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, isa_names[i]) == 0) return i;
+    return -1;
+}
+
+/* use_isa(name): name in "avx512", "avx2", "portable", "auto"; switches to that path if the CPU
+ * has it and returns the name of the path now used (unchanged if the CPU lacks it). */
+static PyObject *py_use_isa(PyObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    int isa = parse_isa(name);
+    if (isa < 0) {
+        PyErr_Format(PyExc_ValueError, "use_isa: unknown ISA %R (avx512, avx2, portable or auto)",
+                     PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    if (isa_supported(isa)) scan_isa = isa;
+    return PyUnicode_FromString(isa_names[scan_isa]);
+}
+
+static PyObject *py_current_isa(PyObject *self, PyObject *noargs) {
+    return PyUnicode_FromString(isa_names[scan_isa]);
 }
 
 static PyMethodDef methods[] = {
     {"use_avx512", py_use_avx512, METH_VARARGS,
-     "use_avx512(flag) -> bool: switch the AVX-512 code path off/on (for tests); returns whether it is used."},
+     "use_avx512(flag) -> bool: switch to the portable path (False) or back to the best one (True); "
+     "returns whether the AVX-512 path is used."},
+    {"use_isa", py_use_isa, METH_VARARGS,
+     "use_isa(name) -> str: use the 'avx512', 'avx2' or 'portable' path, or the best ('auto'), where "
+     "the CPU has it (for tests and benchmarks); returns the name of the path now used."},
+    {"current_isa", py_current_isa, METH_NOARGS,
+     "current_isa() -> str: the code path in use ('avx512', 'avx2' or 'portable')."},
     {"scan_f32", py_scan_f32, METH_VARARGS,
      "scan_f32(u, delta, A, B, C, D, z, delta_bias, out, batch, dim, length, nstate, "
      "<6 x 3 element strides: u, delta, B, C, z, out>, softplus, threads): fused fp32 selective "
@@ -400,16 +571,30 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__scan_kernel(void) {
 #ifdef SCAN_X86
     __builtin_cpu_init();
-    cpu_has_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
 #endif
+    /* CADUCEUS_VEP_SCAN_ISA (read once, here) forces a path the CPU has; default: the best. */
+    const char *want = getenv("CADUCEUS_VEP_SCAN_ISA");
+    int isa = want && *want ? parse_isa(want) : best_isa();
+    if (isa < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "CADUCEUS_VEP_SCAN_ISA must be avx512, avx2, portable or auto, got '%s'", want);
+        return NULL;
+    }
+    if (!isa_supported(isa)) {
+        PyErr_Format(PyExc_ImportError, "CADUCEUS_VEP_SCAN_ISA=%s: this CPU lacks that ISA", want);
+        return NULL;
+    }
+    scan_isa = isa;
     PyObject *m = PyModule_Create(&module);
 #ifdef SCAN_X86
-    const char *isa = cpu_has_avx512 ? "avx512" : "auto-vectorised (target_clones: x86-64-v4/v3/baseline)";
+    const char *isa_str = scan_isa == ISA_AVX512 ? "avx512"
+                          : scan_isa == ISA_AVX2 ? "avx2"
+                          : "auto-vectorised (target_clones: x86-64-v4/v3/baseline)";
 #else
-    const char *isa = "auto-vectorised (compiler default target)";
+    const char *isa_str = "auto-vectorised (compiler default target)";
 #endif
     if (m && (PyModule_AddIntConstant(m, "BLOCK_CHANNELS", W) < 0 ||
-              PyModule_AddStringConstant(m, "ISA", isa) < 0)) {
+              PyModule_AddStringConstant(m, "ISA", isa_str) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

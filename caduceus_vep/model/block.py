@@ -19,7 +19,7 @@ from .bimamba import BiMamba
 from .config import CaduceusConfig
 from .kernels import kernels_for
 from .norm import RMSNorm
-from .rcps import RCPSWrapper, rc_flip, rcps_add_norm
+from .rcps import RCPSWrapper, rc_flip, rcps_add_norm, rcps_add_norm_lean, rms_norm_into
 
 
 def add_residual(hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool) -> Tensor:
@@ -61,6 +61,34 @@ def fused_add_norm(
             torch.cat([residual_fwd, rc_flip(residual_rc)], dim=-1))
 
 
+def add_norm_lean(
+    hidden: Tensor, residual: Tensor | None, norm: RMSNorm, *, rcps: bool, swap_halves: bool,
+    residual_in_fp32: bool, reuse_inputs: bool,
+) -> tuple[Tensor, Tensor]:
+    """The CPU inference path of ``add_residual`` + norm (+ PS half swap): (normalised in hidden's dtype, residual).
+
+    The same values as the general code, with fewer passes over memory: the sum goes in place into
+    the residual (Ph) or straight into the halves of the new residual (PS), the normalised tensor
+    into hidden's memory, when ``reuse_inputs`` says the caller no longer needs them.
+    """
+    residual_dtype = hidden.dtype if residual is None else residual.dtype
+    if residual_in_fp32 and residual_dtype in (torch.float16, torch.bfloat16):
+        residual_dtype = torch.float32
+    if rcps:
+        return rcps_add_norm_lean(hidden, residual, norm, swap_halves, residual_dtype,
+                                  reuse_hidden=reuse_inputs)
+    if residual is None:
+        summed = hidden.to(residual_dtype)
+    elif reuse_inputs and residual.dtype == residual_dtype:
+        summed = residual.add_(hidden.to(residual.dtype))
+    else:
+        summed = add_residual(hidden, residual, residual_in_fp32)
+    # hidden's memory is free once it is in the sum (unless the sum is hidden itself: the first block).
+    reuse = reuse_inputs and summed.data_ptr() != hidden.data_ptr()
+    normed = hidden if reuse else torch.empty_like(hidden)
+    return rms_norm_into(summed, norm.weight, norm.eps, normed), summed
+
+
 class CaduceusBlock(nn.Module):
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__()
@@ -76,12 +104,18 @@ class CaduceusBlock(nn.Module):
         # The half swap exists only in the fused add-norm path (see rcps_add_norm).
         self.swap_halves = config.fused_add_norm
 
-    def forward(self, hidden: Tensor, residual: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, hidden: Tensor, residual: Tensor | None, reuse_inputs: bool = False) -> tuple[Tensor, Tensor]:
+        """(mixer output, new residual). ``reuse_inputs``: the caller hands over both tensors, whose
+        memory the CPU path then reuses for the sum and the normalised input (inference only)."""
         kernels = kernels_for(hidden)
         if self.swap_halves and kernels is not None and kernels.rms_norm_fn is not None:
             # GPU path: mamba-ssm's fused add + RMSNorm (the path the checkpoints were trained with).
             normed, residual = fused_add_norm(kernels.rms_norm_fn, hidden, residual, self.norm,
                                               residual_in_fp32=self.residual_in_fp32, rcps=self.is_rcps, prenorm=True)
+            return self.mixer(normed), residual
+        if kernels is None and not torch.is_grad_enabled():
+            normed, residual = add_norm_lean(hidden, residual, self.norm, rcps=self.is_rcps, swap_halves=self.swap_halves,
+                                             residual_in_fp32=self.residual_in_fp32, reuse_inputs=reuse_inputs)
             return self.mixer(normed), residual
         summed = add_residual(hidden, residual, self.residual_in_fp32)
         if self.is_rcps:

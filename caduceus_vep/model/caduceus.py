@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .block import CaduceusBlock, add_residual, fused_add_norm
+from .block import CaduceusBlock, add_norm_lean, add_residual, fused_add_norm
 from .config import CaduceusConfig
 from .kernels import kernels_for
 from .norm import RMSNorm
@@ -51,11 +51,16 @@ class CaduceusBackbone(nn.Module):
         hidden = self.embeddings(input_ids)
         residual = None
         for layer in self.layers:
-            hidden, residual = layer(hidden, residual)
+            # The tensors passed on are this loop's own: a block may reuse their memory.
+            hidden, residual = layer(hidden, residual, reuse_inputs=True)
         kernels = kernels_for(hidden)
         if self.fused_add_norm and kernels is not None and kernels.rms_norm_fn is not None:
             return fused_add_norm(kernels.rms_norm_fn, hidden, residual, self.norm_f,
                                   residual_in_fp32=self.residual_in_fp32, rcps=self.is_rcps, prenorm=False)
+        if kernels is None and not torch.is_grad_enabled():
+            out, _ = add_norm_lean(hidden, residual, self.norm_f, rcps=self.is_rcps, swap_halves=False,
+                                   residual_in_fp32=self.residual_in_fp32, reuse_inputs=True)
+            return out
         summed = add_residual(hidden, residual, self.residual_in_fp32)
         if self.is_rcps:
             # Final norm: same rule as inside the blocks but without the half swap.

@@ -9,6 +9,7 @@ prefixes, keys a port may carry, provenance) stay with each model.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +27,24 @@ CONFIG_NAME = "config.json"
 
 class CheckpointError(ValueError):
     """A checkpoint that does not match the model (missing/unexpected keys, shapes, unsafe file)."""
+
+
+def read_config_json(folder: str | os.PathLike[str]) -> dict:
+    """``<folder>/config.json`` as a dict; every failure names the file (and a syntax error's place)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {Path(folder)}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not UTF-8 text (byte {exc.start}): it is not a config.json") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(raw).__name__}, not an object of config keys")
+    return raw
 
 
 def tie_groups(model: nn.Module) -> list[list[str]]:

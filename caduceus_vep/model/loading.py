@@ -19,9 +19,9 @@ pre-download it, not a chain of tracebacks.
 
 from __future__ import annotations
 
-import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ from .checkpoint_io import (
     check_save_options,
     gather_tied,
     raise_layout_problems,
+    read_config_json,
     read_weights,
     tensors_to_store,
     weights_file,
@@ -65,18 +66,7 @@ class ModelUnavailableError(RuntimeError):
 def read_config(folder: str | os.PathLike[str]) -> CaduceusConfig:
     """The validated config of a checkpoint folder; every failure names ``<folder>/config.json``."""
     path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {Path(folder)}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path} is not UTF-8 text (byte {exc.start}): it is not a config.json") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(raw).__name__}, not an object of config keys")
+    raw = read_config_json(folder)
     try:
         return CaduceusConfig.from_dict(raw)
     except (ValueError, TypeError) as exc:
@@ -164,12 +154,14 @@ def _resolve_folder(name_or_path: str | os.PathLike[str], revision: str | None) 
     return folder, folder.name
 
 
-def fetch_checkpoint(path_or_repo: str, revision: str | None = None, cache_dir: str | None = None) -> dict[str, Any]:
+def fetch_checkpoint(path_or_repo: str, revision: str | None = None, cache_dir: str | None = None,
+                     check_config: Callable[[Path], object] | None = None) -> dict[str, Any]:
     """Download (Hub id) or validate (local folder) a checkpoint; a JSON-able record of what it is and where.
 
     For a Hub id only ``config.json`` and the weights are fetched (``model.safetensors``, else
     ``pytorch_model.bin``), into the Hugging Face cache (``cache_dir``, default ``HF_HUB_CACHE``).
-    The config is parsed and bounded and the weights hashed, so a broken checkpoint fails here, on
+    The config is parsed and bounded (``check_config``, default the Caduceus config; the workflow passes
+    the model family's check) and the weights hashed, so a broken checkpoint fails here, on
     the submitting machine, not in a compute job. Returns ``{"source", "revision", "resolved_commit",
     "local_path", "weights_file", "weights_sha256"}``; load with ``load_caduceus(record["local_path"])``.
     Raises :class:`ModelUnavailableError` (not cached, not reachable, not found), :class:`CheckpointError`
@@ -200,7 +192,7 @@ def fetch_checkpoint(path_or_repo: str, revision: str | None = None, cache_dir: 
             raise FileNotFoundError(f"Hugging Face model {repo} (revision {revision or 'main'}) has no "
                                     f"{SAFETENSORS_NAME} or {BIN_NAME}")
         commit = folder.name
-    read_config(folder)
+    (check_config or read_config)(folder)
     weights = weights_file(folder)
     return {
         "source": str(path_or_repo), "revision": revision, "resolved_commit": commit, "local_path": str(folder),

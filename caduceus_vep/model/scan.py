@@ -24,6 +24,7 @@ missing (no C compiler at install time) the PyTorch scan is used, with a one-tim
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -228,12 +229,15 @@ def selective_scan_fused(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
     threads: int | None = None,
+    reverse: bool = False,
 ) -> Tensor:
     """The compiled CPU kernel (forward only, fp32 arithmetic); same arguments as ``selective_scan``.
 
     Inputs may be strided views (no copies are made for fp32); the result is a [B, D, L] view of a
     [B, L, D]-contiguous tensor, the layout the output projection wants. ``threads`` defaults to
-    ``torch.get_num_threads()``.
+    ``torch.get_num_threads()``. ``reverse=True`` scans from the last position to the first (see
+    ``selective_scan``) by handing the kernel pointers to the last position and negated length
+    strides: the kernel only does pointer arithmetic with signed strides, so nothing is flipped.
     """
     kernel = _cpu_kernel()
     if kernel is None:
@@ -251,12 +255,23 @@ def selective_scan_fused(
     delta_bias = None if delta_bias is None else delta_bias.detach().to(f32).contiguous()
     z = None if z is None else z.detach().to(f32)
     out = torch.empty(batch, length, dim, dtype=f32).transpose(1, 2)  # [B, D, L] view
+    flip = reverse and length > 0
+
+    def at(t: Tensor | None) -> tuple[int, tuple[int, int, int]]:
+        """(pointer, element strides) of a [B, *, L] tensor; reversed: from its last position."""
+        if t is None:
+            return 0, (0, 0, 0)
+        sb, sc, sl = t.stride()
+        if not flip:
+            return t.data_ptr(), (sb, sc, sl)
+        return t.data_ptr() + (length - 1) * sl * t.element_size(), (sb, sc, -sl)
+
+    (pu, su), (pd, sd), (pB, sB), (pC, sC), (pz, sz), (po, so) = (at(t) for t in (u, delta, B, C, z, out))
     ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
-    z_strides = z.stride() if z is not None else (0, 0, 0)
     kernel.scan_f32(
-        ptr(u), ptr(delta), ptr(A), ptr(B), ptr(C), ptr(D), ptr(z), ptr(delta_bias), ptr(out),
+        pu, pd, ptr(A), pB, pC, ptr(D), pz, ptr(delta_bias), po,
         batch, dim, length, n_state,
-        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *z_strides, *out.stride(),
+        *su, *sd, *sB, *sC, *sz, *so,
         int(bool(delta_softplus)), int(threads if threads is not None else torch.get_num_threads()),
     )
     return out
@@ -301,16 +316,27 @@ def selective_scan(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    reverse: bool = False,
 ) -> Tensor:
     """Selective scan with mamba_ssm's ``selective_scan_fn`` semantics; returns y of shape [B, D, L].
 
     Uses mamba_ssm's kernel when ``kernels.kernels_for(u)`` offers one (CUDA tensors with mamba-ssm
     installed, or a test's ``kernels.use_kernels``), the compiled CPU kernel for CPU inference (see
     ``scan_backend``), the chunked PyTorch implementation otherwise.
+
+    ``reverse=True`` runs the recurrence from the last position to the first: the result equals
+    ``flip(scan(flip(u), flip(delta), A, flip(B), flip(C), D, flip(z)))`` along L. The compiled
+    kernel does it without copies (the reverse direction of BiMamba then needs no flips); the other
+    implementations flip their inputs and output.
     """
     kernels = kernels_for(u)
     if kernels is not None and kernels.selective_scan_fn is not None:
-        return scan_with_kernel(kernels.selective_scan_fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if _fused_applies(u, delta, A, B, C, D, z, delta_bias):
-        return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus).to(u.dtype)
-    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        scan = functools.partial(scan_with_kernel, kernels.selective_scan_fn)
+    elif _fused_applies(u, delta, A, B, C, D, z, delta_bias):
+        return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse=reverse).to(u.dtype)
+    else:
+        scan = selective_scan_torch
+    if not reverse:
+        return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    fl = lambda t: None if t is None else t.flip(-1)  # noqa: E731
+    return scan(fl(u), fl(delta), A, fl(B), fl(C), D, fl(z), delta_bias, delta_softplus).flip(-1)

@@ -1,0 +1,76 @@
+"""SIGKILL at every rule of the demo, at the worst moments, then resume to the uninterrupted result.
+
+The fault-injection hook (``caduceus_vep.atomic.kill_point``) kills the job's whole process group,
+Snakemake included, as a power cut or an OOM kill of the session would:
+
+- ``<rule>@write``: the job's outputs are fully written to their temporary names, the first rename
+  onto a real output has not happened (for the scored VCF: its index is in place, the VCF is not);
+- ``<rule>@end`` (for ``END_RULES``): every output of the job is in place, Snakemake has not yet
+  recorded the job as done.
+
+The run is the demo with one model (Caduceus-PS: every rule has jobs), compared with the shared demo
+run's rows of that model. One workdir is killed again and again (each run dies at the first pending kill point it meets, so
+the order follows the workflow and jobs running in parallel die at arbitrary points); after every
+kill a dry run must plan the killed rule again (Snakemake never takes its outputs as finished), and
+the final run's tables equal a clean run's byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_workflow import SNAKEMAKE, assert_same_as_demo, copy_workflow, demo_subset_config, snakemake
+
+from caduceus_vep.atomic import KILL_AT_ENV, KILL_LOG_ENV
+
+pytestmark = pytest.mark.slow
+# "@end" relies on Snakemake's own incomplete-job marker, the same for every rule: three representative
+# rules (a scattered GPU job, a classifier fit, the final scoring) keep the test short.
+END_RULES = ("embed", "evaluate", "score")
+
+
+def planned_rules(workdir: Path, *config: str) -> set[str]:
+    """Rules with at least one job a plain run would execute now."""
+    out = snakemake(workdir, "-n", "--cores", "1", *config).stdout
+    return {line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith(("rule ", "localrule "))} - {"all"}
+
+
+def run_until_killed(workdir: Path, pending: set[str], kill_log: Path, *config: str) -> str | None:
+    """One `snakemake --cores 2` run that dies at the first pending kill point; the point, or None if it finished."""
+    env = {**os.environ, KILL_AT_ENV: ",".join(sorted(pending)), KILL_LOG_ENV: str(kill_log)}
+    before = kill_log.read_text().splitlines() if kill_log.exists() else []
+    proc = subprocess.run([*SNAKEMAKE, "--cores", "2", *config], cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=900, start_new_session=True)
+    after = kill_log.read_text().splitlines() if kill_log.exists() else []
+    if len(after) == len(before):
+        assert proc.returncode == 0, f"run failed without a kill ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        return None
+    assert proc.returncode != 0, "the process group was killed, yet snakemake reported success"
+    return after[len(before)]  # a parallel job may log its own kill point in the same instant; the first one counts
+
+
+def test_sigkill_at_every_rule_loses_nothing_and_resumes_to_the_clean_result(demo_workdir, tmp_path):
+    workdir = copy_workflow(tmp_path / "killed")
+    config = ("--configfile", demo_subset_config(workdir, ["caduceus_ps"]))
+    rules = planned_rules(workdir, *config)
+    assert set(END_RULES) <= rules, rules
+    pending = {f"{rule}@write" for rule in rules} | {f"{rule}@end" for rule in END_RULES}
+    kill_log = tmp_path / "kills.log"
+    killed: list[str] = []
+    for _ in range(len(pending) + 1):
+        point = run_until_killed(workdir, pending, kill_log, *config)
+        if point is None:
+            break
+        killed.append(point)
+        pending -= set(kill_log.read_text().splitlines())
+        rule = point.split("@")[0]
+        assert rule in planned_rules(workdir, *config), f"after a SIGKILL at {point}, Snakemake took the killed job's outputs as finished"
+        snakemake(workdir, "--unlock", *config)  # the killed Snakemake's lock, as the README says after a kill
+    assert not pending, f"kill points never reached: {sorted(pending)} (killed at {killed})"
+    assert planned_rules(workdir, *config) == set(), "the last run left work undone"
+    # Each rerun job removed its killed attempt's temporary files (the cache folder may keep some).
+    assert not list((workdir / "results/demo").rglob(".*.tmp*")), "temporary files of killed jobs left behind"
+    assert_same_as_demo(workdir / "results/demo", demo_workdir / "results/demo")
