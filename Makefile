@@ -29,7 +29,7 @@ demo: $(VENV)/.installed
 	@echo "Results: results/demo/eqtl/ (tables/, figures/vep_auroc.png, provenance.json), results/demo/demo_vcf/scores/ (the scored VCF); logs in results/demo/logs/"
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: $(VENV)/.installed-test
 	$(BIN)/snakemake --lint
