@@ -6,10 +6,13 @@ Read through htslib (pysam), which handles both layouts and builds a missing ind
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import pysam
+
+from caduceus_vep.atomic import atomic_path
 
 # A byte table instead of a regex: sanitising a 131 kb context per variant is on the hot path of
 # the windows and embed stages, and bytes.translate is ~20x faster than re.sub here.
@@ -50,14 +53,18 @@ def index_fasta(fasta: str | os.PathLike[str]) -> list[Path]:
     if _is_plain_gzip(path):
         raise GenomeError(f"{path}: gzip-compressed but not with bgzip, so it cannot be indexed for random access; "
                           f"recompress it with `zcat {path.name} | bgzip > {path.stem}.bgz.fa.gz` (or decompress it)")
-    try:
-        pysam.faidx(str(path))
-    except pysam.SamtoolsError as err:
-        raise GenomeError(f"{path}: cannot index as a FASTA ({str(err).strip()})") from err
-    out = [Path(str(path) + ".fai")]
-    if Path(str(path) + ".gzi").exists():
-        out.append(Path(str(path) + ".gzi"))
-    return out
+    with open(path, "rb") as handle:
+        bgzipped = handle.read(2) == b"\x1f\x8b"  # plain gzip was refused above
+    fai, gzi = Path(str(path) + ".fai"), Path(str(path) + ".gzi")
+    # Written under temporary names and renamed when complete: a killed job never leaves a truncated
+    # index that a later run (or the Genome class) would take as valid.
+    with atomic_path(fai) as tmp_fai, (atomic_path(gzi) if bgzipped else contextlib.nullcontext()) as tmp_gzi:
+        args = [str(path), "--fai-idx", str(tmp_fai)] + (["--gzi-idx", str(tmp_gzi)] if bgzipped else [])
+        try:
+            pysam.faidx(*args)
+        except pysam.SamtoolsError as err:
+            raise GenomeError(f"{path}: cannot index as a FASTA ({str(err).strip()})") from err
+    return [fai, gzi] if bgzipped else [fai]
 
 
 class Genome:
