@@ -20,6 +20,8 @@ channels in registers and fuses softplus, exp(delta*A), the update, the C readou
 the silu(z) gate, which makes the scan a small part of the forward. When the compiled module is
 missing (no C compiler at install time) the PyTorch scan is used, with a one-time logged warning.
 ``scan_backend()`` says which implementation runs; ``CADUCEUS_VEP_SCAN=torch`` forces PyTorch.
+The kernel picks its instruction set at import (AVX-512, else AVX2+FMA, else portable C; its
+``ISA`` string says which); ``CADUCEUS_VEP_SCAN_ISA=avx512|avx2|portable`` forces one, for tests.
 """
 
 from __future__ import annotations
