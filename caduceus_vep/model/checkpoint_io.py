@@ -47,6 +47,15 @@ def read_config_json(folder: str | os.PathLike[str]) -> dict:
     return raw
 
 
+def read_checkpoint_config(folder: str | os.PathLike[str], parse: Callable[[dict], Any]) -> Any:
+    """``parse(<folder>/config.json)`` (a family's ``from_dict``); a refused value names the file too."""
+    raw = read_config_json(folder)
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{Path(folder) / CONFIG_NAME}: {exc}") from None
+
+
 def tie_groups(model: nn.Module) -> list[list[str]]:
     """State-dict names grouped by the tensor they share, in state-dict order."""
     groups: dict[int, list[str]] = {}

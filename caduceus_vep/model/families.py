@@ -122,10 +122,10 @@ class HyenaDNAFamily(ModelFamily):
         return load_hyenadna(folder, device=device)
 
     def check_config(self, folder: str | os.PathLike[str]) -> None:
-        from .checkpoint_io import read_config_json
+        from .checkpoint_io import read_checkpoint_config
         from .hyenadna import HyenaDNAConfig
 
-        HyenaDNAConfig.from_dict(read_config_json(folder))
+        read_checkpoint_config(folder, HyenaDNAConfig.from_dict)
 
     def owns(self, module: nn.Module) -> bool:
         from .hyenadna import HyenaDNA
@@ -176,10 +176,10 @@ class NTv2Family(ModelFamily):
         return load_ntv2(folder, device=device)
 
     def check_config(self, folder: str | os.PathLike[str]) -> None:
-        from .checkpoint_io import read_config_json
+        from .checkpoint_io import read_checkpoint_config
         from .ntv2 import NTv2Config
 
-        NTv2Config.from_dict(read_config_json(folder))
+        read_checkpoint_config(folder, NTv2Config.from_dict)
 
     def owns(self, module: nn.Module) -> bool:
         from .ntv2 import NucleotideTransformerV2

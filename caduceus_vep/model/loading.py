@@ -39,7 +39,7 @@ from .checkpoint_io import (
     check_save_options,
     gather_tied,
     raise_layout_problems,
-    read_config_json,
+    read_checkpoint_config,
     read_weights,
     tensors_to_store,
     weights_file,
@@ -65,12 +65,7 @@ class ModelUnavailableError(RuntimeError):
 
 def read_config(folder: str | os.PathLike[str]) -> CaduceusConfig:
     """The validated config of a checkpoint folder; every failure names ``<folder>/config.json``."""
-    path = Path(folder) / CONFIG_NAME
-    raw = read_config_json(folder)
-    try:
-        return CaduceusConfig.from_dict(raw)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    return read_checkpoint_config(folder, CaduceusConfig.from_dict)
 
 
 def _strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:

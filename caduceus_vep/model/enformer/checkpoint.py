@@ -34,12 +34,10 @@ from torch import nn
 
 from ...provenance import sha256_file
 from ..checkpoint_io import (
-    CONFIG_NAME,
-    CheckpointError,
     check_finite,
     check_save_options,
     match_released_layout,
-    read_config_json,
+    read_checkpoint_config,
     read_weights,
     tensors_to_store,
     weights_file,
@@ -73,12 +71,7 @@ def build_enformer(settings: EnformerSettings) -> nn.Module:
 
 def read_settings(folder: str | os.PathLike[str]) -> EnformerSettings:
     """The bounded settings of a checkpoint folder; every failure names ``<folder>/config.json``."""
-    path = Path(folder) / CONFIG_NAME
-    raw = read_config_json(folder)
-    try:
-        return EnformerSettings.from_dict(raw)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    return read_checkpoint_config(folder, EnformerSettings.from_dict)
 
 
 def load_enformer(

@@ -13,7 +13,6 @@ keys, and the counts of expected and found keys.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..checkpoint_io import (
     SAFETENSORS_NAME,
     check_save_options,
     match_released_layout,
+    read_checkpoint_config,
     read_weights,
     tensors_to_store,
     tie_groups,
@@ -71,7 +71,7 @@ def load_hyenadna(
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder")
-    config = HyenaDNAConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")))
+    config = read_checkpoint_config(folder, HyenaDNAConfig.from_dict)  # errors name the file
     weights = weights_file(folder)
     state = read_weights(weights)
     if not any(k.startswith(CAUSAL_LM_PREFIX) for k in state) and any(k.startswith("backbone.") for k in state):

@@ -34,6 +34,7 @@ from ..checkpoint_io import (
     CheckpointError,
     check_save_options,
     match_released_layout,
+    read_checkpoint_config,
     tensors_to_store,
     tie_groups,
     write_checkpoint,
@@ -109,7 +110,7 @@ def load_ntv2(
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a checkpoint folder")
-    config = NTv2Config.from_dict(json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")))
+    config = read_checkpoint_config(folder, NTv2Config.from_dict)  # errors name the file
     files = weights_files(folder)
     state = read_weights(files)
     if not any(k.startswith(ENCODER_PREFIX) for k in state) and any(k.startswith(("embeddings.", "encoder.")) for k in state):
