@@ -248,7 +248,7 @@ def _embed_settings(settings: dict, threads: int, require_gpu: bool, model: dict
     batch_size = (model or {}).get("batch_size") or settings["batch_size"]  # a model's own batch size wins
     return EmbedSettings(batch_size=batch_size, device="cuda" if _gpu_required(require_gpu) else settings["device"],
                          autocast_dtype=settings["autocast_dtype"], threads=threads,
-                         cpu_batch_size=settings.get("cpu_batch_size") or 1)
+                         cpu_batch_size=settings["cpu_batch_size"])
 
 
 def _load_spec(model: dict, model_record: PathLike | None) -> dict:
