@@ -122,9 +122,7 @@ def table_rows(models: Sequence[dict], extra_rows: Sequence[dict] = ()) -> list[
 
 def rows_of_model(model: dict, extra_rows: Sequence[dict] = ()) -> list[TableRow]:
     """The result rows computed from one model's features: its own row first, then its extra rows."""
-    own = TableRow(model["name"], model.get("label") or model["name"], model["name"], model["rc_rule"])
-    return [own] + [TableRow(e["name"], e.get("label") or e["name"], e["model"], e["rc_rule"])
-                    for e in extra_rows if e["model"] == model["name"]]
+    return table_rows([model], [e for e in extra_rows if e["model"] == model["name"]])
 
 
 def buckets_from_config(entries: list[dict], closed_high: bool = True) -> tuple[Bucket, ...]:
