@@ -29,17 +29,20 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from caduceus_vep.atomic import write_text_atomic
 from caduceus_vep.devices import embed_device
-from caduceus_vep.embed import FEATURE_COLUMNS, EmbedSettings, FeatureBlock, context_sequences, embed_sequences, read_block, window_pooling_bp, write_block
 from caduceus_vep.embed_cache import FeatureCache, cache_key, context_digest
+from caduceus_vep.feature_file import FEATURE_COLUMNS, FeatureBlock, read_block, write_block
 from caduceus_vep.genome import Genome
+
+if TYPE_CHECKING:
+    from caduceus_vep.embed import EmbedSettings
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
@@ -149,6 +152,11 @@ def run_shard(windows_path: PathLike, fasta: PathLike, model_spec: dict, setting
     from the checkpoint), ``context_length`` (else the windows' own), ``rc_rule`` (else ``ph``: with RC
     features).
     """
+    # torch and the models load here, not at import: the merge jobs import this module too, and a
+    # second or two of torch import per job is most of what a merge of a few MB costs.
+    import torch
+
+    from caduceus_vep.embed import context_sequences, embed_sequences
     from caduceus_vep.model.registry import load_model
 
     started = time.perf_counter()
@@ -240,6 +248,8 @@ def _pooling_window(windows_path: PathLike, windows: pd.DataFrame) -> int:
     try:
         return read_window_spec(windows_path).pooling_window
     except ValueError:
+        from caduceus_vep.embed import window_pooling_bp
+
         return window_pooling_bp(windows) if len(windows) else 0
 
 

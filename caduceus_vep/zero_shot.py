@@ -32,9 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
-from caduceus_vep.embed import autocast_context, resolve_device
 from caduceus_vep.evaluate import SOUND_BUCKETS, Bucket
 from caduceus_vep.feature_file import read_embeddings
 from caduceus_vep.genome import Genome
@@ -61,7 +59,9 @@ def llr_scores(windows: pd.DataFrame, genome: Genome, model, *, batch_size: int,
     says (skipped for RC-equivariant heads, i.e. Caduceus-PS). ``context_length``: the model's own
     context, cut around the SNP (default: the windows').
     """
-    from caduceus_vep.embed import centred_rows
+    import torch
+
+    from caduceus_vep.embed import autocast_context, centred_rows
     from caduceus_vep.model.registry import as_loaded
 
     loaded = as_loaded(model)
@@ -112,6 +112,10 @@ def score_variants(windows_path: str | os.PathLike[str], fasta: str | os.PathLik
     ``model_spec['path']`` is a local checkpoint folder (the fetch_model rule's record) or a Hub id;
     the model is loaded once. Progress goes to the log at most every 15 s.
     """
+    # torch loads here, not at import: the zero-shot AUROC jobs import this module and never need it.
+    import torch
+
+    from caduceus_vep.embed import resolve_device
     from caduceus_vep.model.registry import load_model
     from caduceus_vep.shards import progress_bar
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,15 @@ def _slurm_unavailable() -> str | None:
     return None
 
 
+# Set by the session that started the cluster in the background (pytest_sessionstart): it stops it.
+SLURM_OWNER_ENV = "CADUCEUS_VEP_TEST_SLURM_STARTED"
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """Start the cluster once per session (installing the packages when missing) and stop it at the end,
-    unless it was already running before the session. On CI (CI=true) it never skips: it fails."""
+    unless it was already running before the session (or the session started it in the background and
+    stops it itself). On CI (CI=true) it never skips: it fails."""
     import os
     import subprocess
     import time
@@ -123,7 +129,7 @@ def slurm_cluster():
             pytest.fail(f"CI must run the Slurm tests, but {reason}")
         pytest.skip(f"{reason}; {SLURM_HOW_TO_RUN}")
     script = str(SLURM_CLUSTER_SCRIPT)
-    was_running = subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0
+    was_running = os.environ.get(SLURM_OWNER_ENV) == "1" or subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0
     t0 = time.monotonic()
     started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=900)
     if started.returncode != 0:
@@ -136,9 +142,81 @@ def slurm_cluster():
 
 @pytest.fixture(scope="session")
 def demo_workdir(tmp_path_factory) -> Path:
-    """One end-to-end demo run (`snakemake --cores 2` in a fresh copy), shared by every test that reads its results."""
-    from test_workflow import copy_workflow, snakemake
+    """One end-to-end demo run (`snakemake --cores 2` in a fresh copy), shared by every test that reads its
+    results, across the session's xdist workers too: the first worker to ask runs it, under a file lock
+    that a second one waits on. Fault and scale-out tests compare with it only at their end (request
+    it last), so that their own runs go on beside it."""
+    import os
 
-    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
-    snakemake(workdir, "--cores", "2")
+    from filelock import FileLock
+    from test_workflow import SHARED_DEMO_FOLDER, copy_workflow, snakemake
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    workdir, done = root / SHARED_DEMO_FOLDER, root / f"{SHARED_DEMO_FOLDER}.done"
+    with FileLock(str(root / f"{SHARED_DEMO_FOLDER}.lock")):
+        if not done.exists():
+            if workdir.exists():  # an earlier attempt of this session failed midway
+                shutil.rmtree(workdir)
+            copy_workflow(workdir)
+            snakemake(workdir, "--cores", "2")
+            done.touch()
     return workdir
+
+
+# --- Parallel workers (pytest-xdist: `make test` runs two, --dist loadscope) ----------------------------
+# Each module stays on one worker (its module fixtures run once). The modules that run the whole workflow
+# go first, so that the unit tests fill the gaps their waits leave (one-job phases, Slurm's scheduler):
+# the shared demo run (the others compare with it at their end) and the kill test (the longest chain of
+# runs) start at once, the Slurm run follows the kill test (its cluster meanwhile starts in the background,
+# packages installed first on CI), the user-dataset run the demo; a worker takes the next module when
+# it has two tests or fewer left. (--dist loadgroup would group finer, but pytest 9.2 ignores the node
+# ids that xdist 3.8 rewrites for it.)
+WORKFLOW_MODULES = ("test_workflow", "test_kill_every_rule", "test_slurm", "test_user_datasets", "test_resume", "test_disk_full",
+                    "test_html_report")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {module: i for i, module in enumerate(WORKFLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the file order stays within
+
+
+# --- The Slurm cluster starts in the background at session start -------------------------------------
+# (on CI the packages are installed first: a minute or two of apt-get that the unit tests overlap). The
+# fixture's own `cluster.sh start` waits for it (the script takes a lock) and finds it running; the
+# session that started it stops it at its end.
+_SLURM_BACKGROUND: dict = {}
+
+
+def _runs_slurm_tests(config) -> bool:
+    wanted = [Path(a.split("::")[0]).resolve() for a in config.args] or [REPO / "tests"]
+    target = REPO / "tests/test_slurm.py"
+    return any(w == target or (w.is_dir() and target.is_relative_to(w)) for w in wanted)
+
+
+def pytest_sessionstart(session):
+    import os
+    import subprocess
+
+    config = session.config
+    if hasattr(config, "workerinput") or config.option.collectonly or not _runs_slurm_tests(config) or _slurm_unavailable():
+        return  # an xdist worker (the controller started it), or no Slurm test in this session
+    script = str(SLURM_CLUSTER_SCRIPT)
+    if subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0:
+        return  # already running: somebody else's, left alone
+    import tempfile
+
+    # Its output, for a failed start (the fixture's own start then says what went wrong).
+    log = open(Path(tempfile.gettempdir()) / "caduceus-vep-slurm.background-start.log", "w")
+    _SLURM_BACKGROUND["process"] = subprocess.Popen([script, "start"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    os.environ[SLURM_OWNER_ENV] = "1"  # inherited by the xdist workers: their fixture leaves the stop to us
+
+
+def pytest_sessionfinish(session):
+    import subprocess
+
+    process = _SLURM_BACKGROUND.pop("process", None)
+    if process is not None:
+        process.wait()
+        subprocess.run([str(SLURM_CLUSTER_SCRIPT), "stop"], capture_output=True, timeout=180)

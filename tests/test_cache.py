@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_shards import run, setup  # noqa: F401  (fixture)
 
-from caduceus_vep import embed, shards
+from caduceus_vep import embed
 from caduceus_vep.embed import FeatureBlock, read_block
 from caduceus_vep.embed_cache import FeatureCache, cache_key, context_digest
 
@@ -52,7 +52,7 @@ def test_second_run_reuses_the_cache_without_model_passes(setup, tmp_path, monke
     def no_model(*args, **kwargs):
         raise AssertionError("the model ran although every variant was cached")
 
-    monkeypatch.setattr(shards, "embed_sequences", no_model)
+    monkeypatch.setattr(embed, "embed_sequences", no_model)  # run_shard imports it when it runs
     second, s2 = run(setup, tmp_path, 0, 1, "second", cache=tmp_path / "cache", every=3)  # other chunking: still hits
     assert s2["attempt"]["computed"] == 0 and s2["attempt"]["cached"] == len(setup["windows"])
     a, _ = read_block(first)

@@ -82,13 +82,13 @@ def test_interrupted_shard_resumes_from_checkpoints_with_identical_result(setup,
             raise KeyboardInterrupt("killed")  # like a kill: not an ordinary error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(shards, "embed_sequences", dies_on_third_chunk)
+    monkeypatch.setattr(embed, "embed_sequences", dies_on_third_chunk)  # run_shard imports it when it runs
     with pytest.raises(KeyboardInterrupt):
         run(setup, tmp_path, 0, 1, "resumed")
     parts = sorted((tmp_path / "work-resumed-0").glob("chunk-*.parquet"))
     assert [p.name for p in parts] == ["chunk-000000.parquet", "chunk-000001.parquet"]
     assert not (tmp_path / "resumed-0.parquet").exists()
-    monkeypatch.setattr(shards, "embed_sequences", real)
+    monkeypatch.setattr(embed, "embed_sequences", real)
     out, summary = run(setup, tmp_path, 0, 1, "resumed")
     assert summary["attempt"]["resumed"] == 4 and summary["attempt"]["computed"] == len(setup["windows"]) - 4
     a, _ = read_block(clean)

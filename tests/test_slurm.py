@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO
-from test_workflow import SNAKEMAKE, assert_same_as_demo, copy_workflow, demo_subset_config
+from test_workflow import SNAKEMAKE, assert_same_as_demo, copy_workflow, demo_subset_config, demo_tables
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 # are found by name under results/ (in a path naming that folder when there are several datasets).
 DEMO_TABLE = "results/demo/eqtl/tables/vep_auroc.tsv"
 DATASET_DIR = Path(DEMO_TABLE).parents[1]
-# The demo with its two Caduceus models (the baselines' jobs are the same rules), compared with the
-# shared local demo run's rows of them.
+# The demo with its two Caduceus models (the baselines' jobs are the same rules) and its benchmark
+# dataset (a scored VCF's jobs are the same rules too), compared with the shared local demo run's rows of them.
 MODELS = ("caduceus_ps", "caduceus_ph")
 # Checkpoint chunks of the Slurm run: small, so that a shard of the tiny demo models (a few seconds of
 # work) is still running when the test sees its first chunk and interrupts it. (With one variant per
@@ -144,7 +144,6 @@ def test_job_cancelled_mid_run_is_recorded_as_cancelled(slurm_cluster, time_limi
 @dataclass
 class SlurmDemo:
     workdir: Path
-    local: Path                         # the local demo run (reference)
     jobs: list[dict[str, str]]          # sacct rows of the run's Slurm jobs
     cancelled: dict = field(default_factory=dict)   # {"job": id, "shard": "model/shard-k-of-n", "chunks": n}
     timed_out: dict = field(default_factory=dict)
@@ -209,8 +208,9 @@ def shard_output(workdir: Path, model: str, shard_dir: str) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def slurm_demo(slurm_cluster, demo_workdir, tmp_path_factory) -> SlurmDemo:
-    """The demo with --profile slurm; the reference is the suite's shared local demo run (demo_workdir)."""
+def slurm_demo(slurm_cluster, tmp_path_factory) -> SlurmDemo:
+    """The demo with --profile slurm. The reference is the suite's shared local demo run (demo_workdir),
+    which the comparing tests ask for: it runs on another worker meanwhile."""
     cluster = slurm_cluster
     gpu_switch = library_has_gpu_on_cpu_switch()
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm") / "wf")
@@ -222,13 +222,13 @@ def slurm_demo(slurm_cluster, demo_workdir, tmp_path_factory) -> SlurmDemo:
 
     t0 = time.monotonic()
     log = open(workdir / "snakemake.log", "w")
-    config = demo_subset_config(workdir, list(MODELS))
+    config = demo_subset_config(workdir, list(MODELS), datasets=[DATASET_DIR.name])
     subset = yaml.safe_load((workdir / config).read_text())
     subset["embed"]["checkpoint_every"] = CHECKPOINT_EVERY
     (workdir / config).write_text(yaml.safe_dump(subset, sort_keys=False))
     run = subprocess.Popen([*SNAKEMAKE, "--profile", "slurm", "--configfile", config], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                            start_new_session=True)
-    demo = SlurmDemo(workdir, demo_workdir, [], gpu_switch=gpu_switch)
+    demo = SlurmDemo(workdir, [], gpu_switch=gpu_switch)
     try:
         deadline = time.monotonic() + 900
         while run.poll() is None and time.monotonic() < deadline:
@@ -308,21 +308,6 @@ def rule_of(row: dict[str, str]) -> str:
     return match.group(1) if match else row["Comment"]
 
 
-def test_demo_on_slurm_gives_the_local_table_byte_for_byte(slurm_demo):
-    assert_same_as_demo(slurm_demo.workdir / "results/demo", slurm_demo.local / "results/demo")
-
-
-def test_demo_embeddings_on_slurm_equal_the_local_ones_bit_for_bit(slurm_demo):
-    from caduceus_vep.embed import read_embeddings
-
-    for model in MODELS:
-        ids_a, mats_a, _ = read_embeddings(slurm_demo.local / DATASET_DIR / f"embeddings/{model}.parquet")
-        ids_b, mats_b, _ = read_embeddings(slurm_demo.workdir / DATASET_DIR / f"embeddings/{model}.parquet")
-        assert ids_a.equals(ids_b)
-        for column in mats_a:
-            np.testing.assert_array_equal(mats_a[column], mats_b[column])
-
-
 def test_every_embed_shard_was_a_slurm_job_with_a_gpu_and_saw_cuda_visible_devices(slurm_demo, slurm_cluster):
     embed = [r for r in slurm_demo.jobs if is_demo_embed_job(r["Comment"])]
     completed = [r for r in embed if r["State"] == "COMPLETED"]
@@ -355,6 +340,22 @@ def test_local_rules_stay_on_the_submitting_machine(slurm_demo):
     rules = {rule_of(r) for r in slurm_demo.jobs}
     assert "embed" in rules and "evaluate" in rules
     assert not rules & set(LOCAL_RULES), sorted(rules & set(LOCAL_RULES))
+
+
+# The comparisons with the local demo run come last but one: that run goes on on another worker meanwhile.
+def test_demo_on_slurm_gives_the_local_table_byte_for_byte(slurm_demo, demo_workdir):
+    assert_same_as_demo(slurm_demo.workdir / "results/demo", demo_workdir / "results/demo", demo_tables([DATASET_DIR.name]))
+
+
+def test_demo_embeddings_on_slurm_equal_the_local_ones_bit_for_bit(slurm_demo, demo_workdir):
+    from caduceus_vep.embed import read_embeddings
+
+    for model in MODELS:
+        ids_a, mats_a, _ = read_embeddings(demo_workdir / DATASET_DIR / f"embeddings/{model}.parquet")
+        ids_b, mats_b, _ = read_embeddings(slurm_demo.workdir / DATASET_DIR / f"embeddings/{model}.parquet")
+        assert ids_a.equals(ids_b)
+        for column in mats_a:
+            np.testing.assert_array_equal(mats_a[column], mats_b[column])
 
 
 def test_time_limit_kill_is_recorded_as_timeout(slurm_cluster, time_limited_job):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,17 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+# The shared demo run's folder (conftest.py: demo_workdir): tests of several modules run snakemake in it,
+# possibly on two xdist workers at once; they take turns.
+SHARED_DEMO_FOLDER = "demo-shared"
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=1800)
+    from filelock import FileLock
+
+    turn = FileLock(str(workdir.parent / f"{SHARED_DEMO_FOLDER}.runs.lock")) if workdir.name == SHARED_DEMO_FOLDER else contextlib.nullcontext()
+    with turn:
+        result = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=1800)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -56,8 +66,14 @@ DEMO_TABLES = ["eqtl/tables/vep_auroc.tsv", "eqtl/tables/vep_auroc_per_seed.tsv"
                "demo_vcf/scores/demo_vcf.auroc.tsv"]
 
 
-def demo_subset_config(workdir: Path, models: list[str], name: str = "subset.yaml") -> str:
-    """The demo config with only ``models`` (and their extra evaluation rows), written into ``workdir``.
+def demo_tables(datasets: list[str]) -> list[str]:
+    """The compared tables of these datasets only."""
+    return [table for table in DEMO_TABLES if table.split("/")[0] in datasets]
+
+
+def demo_subset_config(workdir: Path, models: list[str], name: str = "subset.yaml", datasets: list[str] | None = None) -> str:
+    """The demo config with only ``models`` (and their extra evaluation rows), and only ``datasets`` when
+    given (compare with ``demo_tables(datasets)``), written into ``workdir``.
 
     Fault and scale-out tests run the whole workflow on a subset of the demo's models: every model's
     jobs are independent of the others', so the subset's tables must equal the demo's rows and
@@ -69,6 +85,9 @@ def demo_subset_config(workdir: Path, models: list[str], name: str = "subset.yam
     missing = set(models) - {m["name"] for m in config["models"]}
     assert not missing, f"not models of the demo: {missing}"
     config["models"] = [m for m in config["models"] if m["name"] in models]
+    if datasets is not None:
+        assert set(datasets) <= set(config["datasets"]), f"not datasets of the demo: {set(datasets) - set(config['datasets'])}"
+        config["datasets"] = {name: spec for name, spec in config["datasets"].items() if name in datasets}
     rows = config.get("evaluate", {}).get("extra_rows")
     if rows:
         config["evaluate"]["extra_rows"] = [r for r in rows if r["model"] in models]

@@ -60,6 +60,8 @@ install() {
     log "packages installed"
 }
 
+install_only() { mkdir -p "$DIR"; install; }
+
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
@@ -279,10 +281,15 @@ status() {
     return $rc
 }
 
+# install, start and stop take a lock: the suite starts the cluster in the background at session start
+# (conftest.py) while a test's own `start` may come before that one has finished; it waits for it.
+# (fd 9, the lock, is closed for the command itself: the daemons it starts must not hold the lock.)
+serialized() { mkdir -p "$(dirname "$DIR")"; exec 9>"$DIR.lock"; flock 9; "$@" 9>&-; }
+
 case "${1:-}" in
-    install) mkdir -p "$DIR"; install ;;
-    start) start ;;
-    stop) stop ;;
+    install) serialized install_only ;;
+    start) serialized start ;;
+    stop) serialized stop ;;
     status) status ;;
     env) echo "export SLURM_CONF=$SLURM_CONF" ;;
     *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
