@@ -198,6 +198,7 @@ def _runs_slurm_tests(config) -> bool:
 def pytest_sessionstart(session):
     import os
     import subprocess
+    import tempfile
 
     config = session.config
     if hasattr(config, "workerinput") or config.option.collectonly or not _runs_slurm_tests(config) or _slurm_unavailable():
@@ -205,10 +206,8 @@ def pytest_sessionstart(session):
     script = str(SLURM_CLUSTER_SCRIPT)
     if subprocess.run([script, "status"], capture_output=True, timeout=60).returncode == 0:
         return  # already running: somebody else's, left alone
-    import tempfile
-
     # Its output, for a failed start (the fixture's own start then says what went wrong).
-    log = open(Path(tempfile.gettempdir()) / "caduceus-vep-slurm.background-start.log", "w")
+    log = _SLURM_BACKGROUND["log"] = open(Path(tempfile.gettempdir()) / "caduceus-vep-slurm.background-start.log", "w")
     _SLURM_BACKGROUND["process"] = subprocess.Popen([script, "start"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     os.environ[SLURM_OWNER_ENV] = "1"  # inherited by the xdist workers: their fixture leaves the stop to us
 
@@ -219,4 +218,5 @@ def pytest_sessionfinish(session):
     process = _SLURM_BACKGROUND.pop("process", None)
     if process is not None:
         process.wait()
+        _SLURM_BACKGROUND.pop("log").close()
         subprocess.run([str(SLURM_CLUSTER_SCRIPT), "stop"], capture_output=True, timeout=180)

@@ -60,8 +60,6 @@ install() {
     log "packages installed"
 }
 
-install_only() { mkdir -p "$DIR"; install; }
-
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
@@ -287,7 +285,7 @@ status() {
 serialized() { mkdir -p "$(dirname "$DIR")"; exec 9>"$DIR.lock"; flock 9; "$@" 9>&-; }
 
 case "${1:-}" in
-    install) serialized install_only ;;
+    install) serialized install ;;
     start) serialized start ;;
     stop) serialized stop ;;
     status) status ;;
