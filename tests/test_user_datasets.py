@@ -1,10 +1,10 @@
 """End-to-end: users' own variant sets through the workflow, as a user writes them in their own config.
 
-One run of a user config (no demo keys) with one model and six datasets: the benchmark table
-trained on (evaluate: true), an unlabelled VCF (zero-shot only), the same VCF with Ensembl-style
-contig names, a labelled plain-gzip VCF scored by this run's classifiers, an unlabelled VCF scored
-with a bundle given by path, and a VCF of which nothing is scorable. Then a SIGKILL mid-embedding
-of a user dataset, resumed to the identical scores.
+One run of a user config (no demo keys) with one model and five datasets: the benchmark table
+trained on (evaluate: true), an unlabelled VCF (zero-shot only), a labelled plain-gzip VCF scored by
+this run's classifiers, the unlabelled VCF with Ensembl-style contig names scored with a bundle given
+by path, and a VCF of which nothing is scorable. Then a SIGKILL mid-embedding of a user dataset,
+resumed to the identical scores.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def user_run(tmp_path_factory) -> Path:
     config = user_config({
         "train": {"path": "resources/demo/All_Tissues.csv", "evaluate": True},
         "plain": {"path": "user/unlabelled.vcf"},
-        "nochr": {"path": "user/nochr.vcf"},
         "labelled_gz": {"path": "user/labelled.vcf.gz", "label_info": "CAUSAL", "classifiers": "train"},
-        "bundle": {"path": "user/unlabelled.vcf", "classifiers": {"caduceus_ps": f"{RUN}/train/classifiers/caduceus_ps.cvep.npz"}},
+        # Ensembl-style contig names (1, 2, ...: the genome's are chr1, chr2, ...) and a bundle by path.
+        "bundle": {"path": "user/nochr.vcf", "classifiers": {"caduceus_ps": f"{RUN}/train/classifiers/caduceus_ps.cvep.npz"}},
         "nothing": {"path": "user/nothing.vcf"},
     })
     (workdir / "user.yaml").write_text(yaml.safe_dump(config))
@@ -96,7 +96,7 @@ def test_unlabelled_vcf_gets_zero_shot_scores_only(user_run):
 
 
 def test_contig_spelling_does_not_change_the_scores(user_run):
-    chr_names, bare = scores(user_run, "plain"), scores(user_run, "nochr")
+    chr_names, bare = scores(user_run, "plain"), scores(user_run, "bundle")
     assert bare["chrom"].str.startswith("chr").sum() == 0 and len(bare) == len(chr_names)
     pd.testing.assert_frame_equal(chr_names[SCORE_COLUMNS].reset_index(drop=True), bare[SCORE_COLUMNS].reset_index(drop=True))
 
