@@ -19,12 +19,16 @@ TEST_WORKERS ?= 2
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.torch: constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) torch uv
+	touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(VENV)/.torch
 	$(UV_INSTALL) -e . || $(PIP_INSTALL) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The test extras in one step (not after a plain install: one resolve, one build of the scan kernel).
+$(VENV)/.installed-test: pyproject.toml constraints.txt $(VENV)/.torch
 	$(UV_INSTALL) -e '.[test]' || $(PIP_INSTALL) -e '.[test]'
 	touch $@
 
