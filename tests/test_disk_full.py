@@ -13,12 +13,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from test_kill_every_rule import planned_rules
-from test_workflow import copy_workflow, demo_subset_config, snakemake
-
-from caduceus_vep.embed import read_embeddings
+from test_workflow import assert_same_features, copy_workflow, demo_subset_config, snakemake
 
 pytestmark = pytest.mark.slow
 TMPFS_BYTES = 8 * 2**20
@@ -68,8 +65,4 @@ def test_full_results_disk_fails_with_one_line_and_resumes_to_the_clean_result(r
     ballast.unlink()
     snakemake(workdir, "--cores", "2", *config)
     demo_workdir = request.getfixturevalue("demo_workdir")  # only now: the shared run goes on beside ours
-    ids_a, mats_a, _ = read_embeddings(demo_workdir / EMBEDDINGS)
-    ids_b, mats_b, _ = read_embeddings(workdir / EMBEDDINGS)
-    assert ids_a.equals(ids_b)
-    for column in mats_a:
-        np.testing.assert_array_equal(mats_a[column], mats_b[column])
+    assert_same_features(workdir / EMBEDDINGS, demo_workdir / EMBEDDINGS)

@@ -13,11 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_workflow import SNAKEMAKE, copy_workflow, demo_subset_config, snakemake
-
-from caduceus_vep.embed import read_embeddings
+from test_workflow import SNAKEMAKE, assert_same_features, copy_workflow, demo_subset_config, snakemake
 
 CACHED_MODELS = ("caduceus_ps",)  # the second run name: one model's shards (the cache is keyed alike for all)
 # The killed run: the embeddings of the demo's two baselines (the Caduceus models' second runs are in the
@@ -81,11 +78,8 @@ def test_killed_run_resumes_from_checkpoints_to_the_uninterrupted_result(request
     clean_run = request.getfixturevalue("demo_workdir")  # only now: the shared run goes on beside ours
     for name in RESUMED_MODELS:
         for ds in DATASETS:
-            ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/{ds}/embeddings/{name}.parquet")
-            ids_b, mats_b, meta_b = read_embeddings(workdir / f"results/demo/{ds}/embeddings/{name}.parquet")
-            assert ids_a.equals(ids_b)
-            for column in mats_a:
-                np.testing.assert_array_equal(mats_a[column], mats_b[column])  # bit for bit
+            path = f"results/demo/{ds}/embeddings/{name}.parquet"
+            meta_a, meta_b = assert_same_features(clean_run / path, workdir / path)
             assert comparable(meta_a) == comparable(meta_b)
 
 
@@ -96,8 +90,6 @@ def test_second_run_name_takes_every_feature_from_the_cache(clean_run):
         for shard in (0, 1):
             log = (clean_run / f"results/demo_again/logs/eqtl/embed/{name}.shard-{shard}-of-2.log").read_text()
             assert re.search(r"done: (\d+) variants, 0 computed, \1 from the cache", log), log
-        ids_a, mats_a, meta_a = read_embeddings(clean_run / f"results/demo/eqtl/embeddings/{name}.parquet")
-        ids_b, mats_b, meta_b = read_embeddings(clean_run / f"results/demo_again/eqtl/embeddings/{name}.parquet")
-        assert ids_a.equals(ids_b) and meta_a == meta_b
-        for column in mats_a:
-            np.testing.assert_array_equal(mats_a[column], mats_b[column])
+        meta_a, meta_b = assert_same_features(clean_run / f"results/demo/eqtl/embeddings/{name}.parquet",
+                                              clean_run / f"results/demo_again/eqtl/embeddings/{name}.parquet")
+        assert meta_a == meta_b

@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import REPO
-from test_workflow import SNAKEMAKE, assert_same_as_demo, copy_workflow, demo_subset_config, demo_tables
+from test_workflow import SNAKEMAKE, assert_same_as_demo, assert_same_features, copy_workflow, demo_subset_config, demo_tables
 
 pytestmark = pytest.mark.slow
 
@@ -350,14 +349,9 @@ def test_demo_on_slurm_gives_the_local_table_byte_for_byte(slurm_demo, demo_work
 
 
 def test_demo_embeddings_on_slurm_equal_the_local_ones_bit_for_bit(slurm_demo, demo_workdir):
-    from caduceus_vep.embed import read_embeddings
-
     for model in MODELS:
-        ids_a, mats_a, _ = read_embeddings(demo_workdir / DATASET_DIR / f"embeddings/{model}.parquet")
-        ids_b, mats_b, _ = read_embeddings(slurm_demo.workdir / DATASET_DIR / f"embeddings/{model}.parquet")
-        assert ids_a.equals(ids_b)
-        for column in mats_a:
-            np.testing.assert_array_equal(mats_a[column], mats_b[column])
+        path = DATASET_DIR / f"embeddings/{model}.parquet"
+        assert_same_features(slurm_demo.workdir / path, demo_workdir / path)
 
 
 def test_time_limit_kill_is_recorded_as_timeout(slurm_cluster, time_limited_job):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
@@ -116,6 +117,20 @@ def assert_same_as_demo(results: Path, demo_results: Path, tables: list[str] = D
         positions = [demo_lines.index(line) if line in demo_lines else -1 for line in lines[1:]]
         assert -1 not in positions, f"{table}: line {lines[1 + positions.index(-1)]!r} is not in the demo's table"
         assert positions == sorted(positions), f"{table}: rows in another order than the demo's"
+
+
+def assert_same_features(ours: Path, theirs: Path) -> tuple[dict, dict]:
+    """Two embeddings files hold the same variants in the same order and the same features bit for bit;
+    their metadata, for the caller to compare as far as it should agree."""
+    from caduceus_vep.embed import read_embeddings
+
+    ids_a, mats_a, meta_a = read_embeddings(ours)
+    ids_b, mats_b, meta_b = read_embeddings(theirs)
+    assert ids_a.equals(ids_b), f"{ours}: other variants or order than {theirs}"
+    assert set(mats_a) == set(mats_b), f"{ours}: other feature columns than {theirs}"
+    for column in mats_a:
+        np.testing.assert_array_equal(mats_a[column], mats_b[column], err_msg=f"{ours} vs {theirs}: {column}")
+    return meta_a, meta_b
 
 
 @pytest.fixture(scope="module")
