@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic import atomic_path
+from ..provenance import sha256_file
 
 SAFETENSORS_NAME = "model.safetensors"
 BIN_NAME = "pytorch_model.bin"
@@ -54,6 +55,18 @@ def read_checkpoint_config(folder: str | os.PathLike[str], parse: Callable[[dict
         return parse(raw)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{Path(folder) / CONFIG_NAME}: {exc}") from None
+
+
+def checkpoint_provenance(name_or_path: str | os.PathLike[str], folder: Path, weights: Path | list[Path], config: dict,
+                          **extra: Any) -> dict[str, Any]:
+    """What a loaded model records of its checkpoint (``model.provenance``): what was asked for, the
+    folder it resolved to, the weights file name(s) and SHA-256(s), the config, and ``extra`` (the
+    family's own fields: revision, key counts, licence). A list of one file is recorded as that file."""
+    files = [weights] if isinstance(weights, Path) else list(weights)
+    names, digests = [p.name for p in files], [sha256_file(p) for p in files]
+    single = len(files) == 1
+    return {"name_or_path": str(name_or_path), "resolved_path": str(folder), "weights_file": names[0] if single else names,
+            "weights_sha256": digests[0] if single else digests, "config": config, **extra}
 
 
 def tie_groups(model: nn.Module) -> list[list[str]]:

@@ -37,6 +37,7 @@ from .checkpoint_io import (
     CheckpointError,
     check_finite,
     check_save_options,
+    checkpoint_provenance,
     gather_tied,
     raise_layout_problems,
     read_checkpoint_config,
@@ -214,14 +215,7 @@ def load_caduceus(
     for name, buf in model.named_buffers():
         if name.endswith("complement_map") and buf.tolist() != config.complement_list:
             raise CheckpointError(f"{name} in the weights disagrees with complement_map in {CONFIG_NAME}")
-    model.provenance = {
-        "name_or_path": str(name_or_path),
-        "revision": resolved_revision,
-        "resolved_path": str(folder),
-        "weights_file": weights.name,
-        "weights_sha256": sha256_file(weights),
-        "config": config.to_dict(),
-    }
+    model.provenance = checkpoint_provenance(name_or_path, folder, weights, config.to_dict(), revision=resolved_revision)
     return model.to(device=device, dtype=dtype).eval()
 
 

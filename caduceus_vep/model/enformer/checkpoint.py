@@ -32,10 +32,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ...provenance import sha256_file
 from ..checkpoint_io import (
     check_finite,
     check_save_options,
+    checkpoint_provenance,
     match_released_layout,
     read_checkpoint_config,
     read_weights,
@@ -95,16 +95,8 @@ def load_enformer(
     model = build_enformer(settings)
     full, _ = match_released_layout(model, state, str(weights), "enformer-pytorch Enformer")
     model.load_state_dict(full, strict=True)
-    model.provenance = {
-        "name_or_path": str(name_or_path),
-        "revision": resolved_revision,
-        "resolved_path": str(folder),
-        "weights_file": weights.name,
-        "weights_sha256": sha256_file(weights),
-        "config": settings.to_dict(),
-        "keys_in_file": len(state),
-        "enformer_pytorch": _package_version(),
-    }
+    model.provenance = checkpoint_provenance(name_or_path, folder, weights, settings.to_dict(), revision=resolved_revision,
+                                             keys_in_file=len(state), enformer_pytorch=_package_version())
     return model.to(device=device, dtype=dtype).eval()
 
 

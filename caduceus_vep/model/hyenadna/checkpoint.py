@@ -21,12 +21,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ...provenance import sha256_file
 from ..checkpoint_io import (
     BIN_NAME,
     CONFIG_NAME,
     SAFETENSORS_NAME,
     check_save_options,
+    checkpoint_provenance,
     match_released_layout,
     read_checkpoint_config,
     read_weights,
@@ -80,14 +80,7 @@ def load_hyenadna(
     has_lm_head = "lm_head.weight" in state or (config.tie_word_embeddings and "HyenaDNAForCausalLM" in config.extra.get("architectures", []))
     model = HyenaDNA(config, lm_head=has_lm_head)
     model.load_state_dict(match_state_dict(model, state, source=str(weights)), strict=True)
-    model.provenance = {
-        "name_or_path": str(folder),
-        "resolved_path": str(folder),
-        "weights_file": weights.name,
-        "weights_sha256": sha256_file(weights),
-        "config": config.to_dict(),
-        "keys_in_file": len(state),
-    }
+    model.provenance = checkpoint_provenance(folder, folder, weights, config.to_dict(), keys_in_file=len(state))
     return model.to(device=device, dtype=dtype).eval()
 
 

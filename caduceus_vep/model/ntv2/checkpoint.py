@@ -26,13 +26,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ...provenance import sha256_file
 from ..checkpoint_io import (
     BIN_NAME,
     CONFIG_NAME,
     SAFETENSORS_NAME,
     CheckpointError,
     check_save_options,
+    checkpoint_provenance,
     match_released_layout,
     read_checkpoint_config,
     tensors_to_store,
@@ -119,17 +119,9 @@ def load_ntv2(
     model = NucleotideTransformerV2(config, lm_head=any(k.startswith("lm_head.") for k in state))
     full, ignored, inv_from_file = match_state_dict(model, state, source=", ".join(str(p) for p in files))
     model.load_state_dict(full, strict=True)
-    model.provenance = {
-        "name_or_path": str(folder),
-        "resolved_path": str(folder),
-        "weights_file": files[0].name if len(files) == 1 else [p.name for p in files],
-        "weights_sha256": sha256_file(files[0]) if len(files) == 1 else [sha256_file(p) for p in files],
-        "config": config.to_dict(),
-        "keys_in_file": len(state),
-        "ignored_keys": ignored,
-        "inv_freq_from_file": inv_from_file,
-        "licence": "NT-v2 weights: CC BY-NC-SA 4.0 (non-commercial)",
-    }
+    model.provenance = checkpoint_provenance(folder, folder, files, config.to_dict(), keys_in_file=len(state), ignored_keys=ignored,
+                                             inv_freq_from_file=inv_from_file,
+                                             licence="NT-v2 weights: CC BY-NC-SA 4.0 (non-commercial)")
     return model.to(device=device, dtype=dtype).eval()
 
 
