@@ -2,7 +2,7 @@
 then a second run under another run_name takes every feature from the cache without running the model.
 
 The killed run asks for the embeddings only: everything downstream of them is a function of the features
-alone, and the kill-every-rule, disk-full and Slurm tests resume whole runs to the demo's tables."""
+alone, and the kill-every-rule and Slurm tests resume whole runs to the demo's tables."""
 
 from __future__ import annotations
 

@@ -79,8 +79,8 @@ def demo_subset_config(workdir: Path, models: list[str], name: str = "subset.yam
     Fault and scale-out tests run the whole workflow on a subset of the demo's models: every model's
     jobs are independent of the others', so the subset's tables must equal the demo's rows and
     columns of the same models byte for byte (``assert_same_as_demo``). Second, independent runs:
-    the Caduceus models' whole runs (kill-every-rule, Slurm, disk-full tests: identical tables), the
-    HyenaDNA and NT-v2 embeddings (resume test: identical features)."""
+    Caduceus-PS's whole run (kill-every-rule test) and Caduceus-Ph's (Slurm test): identical tables;
+    the Caduceus-Ph (disk-full test), HyenaDNA and NT-v2 (resume test) embeddings: identical features."""
     import yaml
 
     config = yaml.safe_load((workdir / "config/config.yaml").read_text())
